@@ -1,0 +1,1 @@
+"""Victim Support Online relay: conversations, pairing, storage and the server."""

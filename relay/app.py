@@ -1,0 +1,92 @@
+"""The composition root: ``create_app(settings)`` mounts every route."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+import dashboard.routes
+import widget.routes
+from relay import protocol
+from relay.auth import Signer
+from relay.conversations import ChatService, Timeouts
+from relay.hub import LocalHub
+from relay.pages import SecurityHeadersMiddleware
+from relay.services import Services, get_services
+from relay.settings import Settings
+from relay.store import Store, StoreError
+
+logger = logging.getLogger("relay.app")
+
+CLOSE_DRAIN_SECONDS = 5.0
+
+
+async def healthz(request: Request) -> Response:
+    """Answer 200 while the database accepts writes, 503 otherwise."""
+    try:
+        await get_services(request).store.check_writable()
+    except StoreError as error:
+        logger.error("health check failed: %s", error)
+        return JSONResponse(
+            {"status": "error", "detail": "The database is not writable."},
+            status_code=503,
+            headers={"cache-control": "no-store"},
+        )
+    return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/dashboard", status_code=302)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the relay's ASGI app; the lifespan opens the store and the service."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = await Store.open(settings.database)
+        hub = LocalHub()
+        chat = ChatService(
+            store,
+            hub,
+            Timeouts(
+                visitor=settings.visitor_grace_seconds,
+                volunteer=settings.volunteer_grace_seconds,
+            ),
+        )
+        await chat.restore()
+        app.state.services = Services(
+            settings=settings, store=store, hub=hub, chat=chat, signer=Signer(settings)
+        )
+        logger.info("relay started with database %s", settings.database)
+        try:
+            yield
+        finally:
+            # Ask clients to reconnect (to the next process), stop timers, then
+            # close the database once nothing writes to it any more.
+            count = hub.connection_count()
+            if count:
+                logger.info("closing %d connections", count)
+            hub.close_all(protocol.CLOSE_SERVICE_RESTART)
+            await chat.stop()
+            await store.close()
+            logger.info("relay stopped")
+
+    routes = [
+        Route("/", home, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        *widget.routes.routes,
+        *dashboard.routes.routes,
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeadersMiddleware, hsts=settings.secure)],
+        lifespan=lifespan,
+    )

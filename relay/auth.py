@@ -1,0 +1,114 @@
+"""Volunteer passwords, signed session cookies and CSRF tokens."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from relay.settings import Settings
+
+logger = logging.getLogger("relay.auth")
+
+# argon2-cffi's defaults (argon2id, 64 MiB, 3 iterations, 4 lanes) are above the
+# OWASP minimum of 19 MiB, 2 iterations and 1 lane.
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so that a sign-in attempt takes
+# the same time whether or not the account exists.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+MIN_PASSWORD_CHARS = 12
+MAX_PASSWORD_CHARS = 1024
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with argon2id; raises ``ValueError`` for a weak one."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise ValueError(
+            f"The password has {len(password)} characters; use at least"
+            f" {MIN_PASSWORD_CHARS}."
+        )
+    if len(password) > MAX_PASSWORD_CHARS:
+        raise ValueError(
+            f"The password is longer than {MAX_PASSWORD_CHARS} characters."
+        )
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Check a password against a stored hash, in constant time per hash."""
+    if len(password) > MAX_PASSWORD_CHARS:
+        return False
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and (
+            password_hash is not None
+        )
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+class Signer:
+    """Signs session ids into cookies and derives CSRF tokens from them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._sessions = URLSafeTimedSerializer(settings.secret_key, salt="vso-session")
+        self._csrf = URLSafeTimedSerializer(settings.secret_key, salt="vso-csrf")
+        self.max_age = settings.session_max_age_seconds
+        self.secure = settings.secure
+        # Browsers accept the __Host- prefix only with Secure, so only over HTTPS.
+        self.session_cookie = "__Host-vso_session" if settings.secure else "vso_session"
+        self.login_cookie = "__Host-vso_login" if settings.secure else "vso_login"
+
+    def sign_session(self, session_id: str) -> str:
+        return self._sessions.dumps(session_id)
+
+    def unsign_session(self, cookie: str | None) -> str | None:
+        """Return the session id in a cookie, or None if forged or expired."""
+        if not cookie:
+            return None
+        try:
+            value = self._sessions.loads(cookie, max_age=self.max_age)
+        except BadSignature:
+            return None
+        return value if isinstance(value, str) else None
+
+    def csrf_token(self, binding: str) -> str:
+        """Return a CSRF token bound to a session id or a sign-in nonce."""
+        return self._csrf.dumps(binding)
+
+    def check_csrf(self, token: str | None, binding: str | None) -> bool:
+        """Return True when ``token`` was issued for ``binding`` and is not expired."""
+        if not token or not binding:
+            return False
+        try:
+            value = self._csrf.loads(token, max_age=self.max_age)
+        except BadSignature:
+            return False
+        return isinstance(value, str) and hmac.compare_digest(value, binding)
+
+
+def same_origin_request(
+    headers: Mapping[str, str], own_origins: frozenset[str]
+) -> bool:
+    """Reject cross-site form posts by Fetch Metadata and Origin.
+
+    Browsers that send neither header (old ones) fall back to the CSRF token alone.
+    """
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    return origin is None or origin in own_origins
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,268 @@
+"""The ``vso`` command: serve the relay, manage volunteers and partner sites."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import re
+import sys
+import unicodedata
+from collections.abc import Sequence
+
+from relay import auth
+from relay.demo import ensure_demo
+from relay.logs import configure_logging
+from relay.settings import Settings, SettingsError, load_settings
+from relay.sites import embed_snippet, new_site_key, normalise_origin
+from relay.store import Store, StoreError
+
+logger = logging.getLogger("relay.cli")
+
+USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
+DISPLAY_NAME_MAX_CHARS = 40
+SITE_NAME_MAX_CHARS = 100
+
+
+class CommandError(Exception):
+    """A command cannot run as asked; the message says why and what to do."""
+
+
+def _write(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+def check_display_name(name: str) -> str:
+    """Return a trimmed display name; raise ``CommandError`` when unusable.
+
+    Visitors see this name, so control and format characters (which could hide or
+    reorder text) are rejected.
+    """
+    name = name.strip()
+    if not name or len(name) > DISPLAY_NAME_MAX_CHARS:
+        raise CommandError(
+            f"The display name must have 1 to {DISPLAY_NAME_MAX_CHARS} characters."
+        )
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
+        raise CommandError("The display name contains control or format characters.")
+    return name
+
+
+async def _with_store(settings: Settings) -> Store:
+    try:
+        return await Store.open(settings.database)
+    except StoreError as error:
+        raise CommandError(str(error)) from error
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise CommandError("No terminal to ask for the password; use --password-stdin.")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != first:
+        raise CommandError("The two passwords differ.")
+    return first
+
+
+async def volunteer_add(settings: Settings, args: argparse.Namespace) -> None:
+    username = args.username.strip().lower()
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise CommandError(
+            f"The username {args.username!r} is invalid; use 2 to 64 lowercase letters,"
+            " digits, dots, dashes or underscores, starting with a letter or digit."
+        )
+    display_name = check_display_name(args.display_name)
+    password = _read_password(args.password_stdin)
+    try:
+        password_hash = auth.hash_password(password)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    store = await _with_store(settings)
+    try:
+        volunteer = await store.add_volunteer(
+            username, display_name, password_hash, args.capacity
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await store.close()
+    _write(
+        f"Added volunteer {volunteer.username} (shown to visitors as {display_name})."
+    )
+
+
+async def volunteer_list(settings: Settings, args: argparse.Namespace) -> None:
+    store = await _with_store(settings)
+    try:
+        volunteers = await store.list_volunteers()
+    finally:
+        await store.close()
+    if not volunteers:
+        _write("No volunteers yet; add one with `vso volunteer add`.")
+        return
+    _write(f"{'username':<24} {'display name':<24} {'role':<10} capacity  active")
+    for volunteer in volunteers:
+        _write(
+            f"{volunteer.username:<24} {volunteer.display_name:<24}"
+            f" {volunteer.role:<10} {volunteer.capacity:>8}"
+            f"  {'yes' if volunteer.active else 'no'}"
+        )
+
+
+async def site_add(settings: Settings, args: argparse.Namespace) -> None:
+    name = args.name.strip()
+    if not name or len(name) > SITE_NAME_MAX_CHARS:
+        raise CommandError(
+            f"The site name must have 1 to {SITE_NAME_MAX_CHARS} characters."
+        )
+    try:
+        origins = sorted({normalise_origin(origin) for origin in args.origin})
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    store = await _with_store(settings)
+    try:
+        site = await store.add_site(new_site_key(), name, origins)
+    finally:
+        await store.close()
+    _write(f"Added site {site.name} with key {site.key}. Paste this into its pages:")
+    _write()
+    _write(embed_snippet(settings.public_url, site.key))
+
+
+async def site_list(settings: Settings, args: argparse.Namespace) -> None:
+    store = await _with_store(settings)
+    try:
+        sites = await store.list_sites()
+    finally:
+        await store.close()
+    if not sites:
+        _write("No sites yet; add one with `vso site add`.")
+        return
+    for site in sites:
+        _write(f"{site.name} (key {site.key})")
+        _write(f"  allowed origins: {', '.join(site.origins)}")
+        _write("  embed snippet:")
+        for line in embed_snippet(settings.public_url, site.key).splitlines():
+            _write(f"    {line}")
+        _write()
+
+
+async def _prepare_demo(settings: Settings) -> None:
+    store = await _with_store(settings)
+    try:
+        account = await ensure_demo(store, settings)
+    finally:
+        await store.close()
+    if account is not None:
+        _write()
+        _write("Demo ready. This sign-in is shown once:")
+        _write(f"  dashboard:  {settings.public_url}/dashboard")
+        _write(f"  username:   {account.username}")
+        _write(f"  password:   {account.password}")
+        _write(f"  demo page:  {settings.public_url}/demo")
+        _write()
+
+
+def serve(settings: Settings) -> None:
+    """Run the relay in uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from relay.app import create_app
+
+    if settings.demo:
+        asyncio.run(_prepare_demo(settings))
+    logger.info("listening on http://%s:%d", settings.host, settings.port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        # Access logs would record visitors' addresses.
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_per_message_deflate=False,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vso",
+        description="Victim Support Online relay. Settings come from VSO_* variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve the relay on VSO_HOST:VSO_PORT")
+
+    volunteer = commands.add_parser("volunteer", help="manage volunteer accounts")
+    volunteer_commands = volunteer.add_subparsers(dest="action", required=True)
+    add = volunteer_commands.add_parser("add", help="add a volunteer")
+    add.add_argument("username", help="sign-in name, never shown to visitors")
+    add.add_argument(
+        "--display-name", required=True, help="pseudonym shown to visitors"
+    )
+    add.add_argument(
+        "--capacity",
+        type=int,
+        choices=range(1, 21),
+        metavar="N",
+        default=None,
+        help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
+    )
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+    volunteer_commands.add_parser("list", help="list volunteers")
+
+    site = commands.add_parser("site", help="manage partner sites")
+    site_commands = site.add_subparsers(dest="action", required=True)
+    site_add_parser = site_commands.add_parser("add", help="add a partner site")
+    site_add_parser.add_argument("name", help="the site's name, shown to visitors")
+    site_add_parser.add_argument(
+        "--origin",
+        action="append",
+        required=True,
+        help="an origin allowed to embed the chat, e.g. https://www.example.org;"
+        " repeat for several",
+    )
+    site_commands.add_parser("list", help="list sites with their embed snippets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("info")
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.stderr.write(f"vso: invalid configuration: {error}\n")
+        return 2
+    logging.getLogger().setLevel(settings.log_level.upper())
+    if args.command == "serve":
+        serve(settings)
+        return 0
+    if getattr(args, "capacity", 0) is None:
+        args.capacity = settings.default_capacity
+    handlers = {
+        ("volunteer", "add"): volunteer_add,
+        ("volunteer", "list"): volunteer_list,
+        ("site", "add"): site_add,
+        ("site", "list"): site_list,
+    }
+    handler = handlers[(args.command, args.action)]
+    try:
+        asyncio.run(handler(settings, args))
+    except CommandError as error:
+        sys.stderr.write(f"vso: {error}\n")
+        return 1
+    return 0

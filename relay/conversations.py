@@ -1,0 +1,602 @@
+"""The life of a conversation: queue, accept, messages, hand-back and end.
+
+``ChatService`` is the one place that changes conversations. Both sides' transports
+call it, and it persists first, then acknowledges, then delivers through the hub.
+
+Locks: ``_pairing_lock`` guards the queue and assignments; one lock per
+conversation orders its messages, so frames leave in ``seq`` order. A task that
+needs both takes the pairing lock first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from relay import protocol
+from relay.hub import LocalHub, Peer
+from relay.pairing import Pairing, PairingError
+from relay.protocol import ProtocolError
+from relay.store import (
+    Conversation,
+    ConversationClosedError,
+    Message,
+    Site,
+    Store,
+    StoreError,
+)
+
+logger = logging.getLogger("relay.conversations")
+
+EMERGENCY_NUMBER = "112"
+
+
+def hash_token(token: str) -> str:
+    """Return the hex SHA-256 of a conversation token, as stored."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def message_frame(message: Message) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "conversation": message.conversation_id,
+        "seq": message.seq,
+        "sender": message.sender,
+        "body": message.body,
+        "sent_at": message.created_at,
+        "client_id": message.client_id,
+    }
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Grace periods, in seconds, before a dropped side counts as gone."""
+
+    visitor: float
+    volunteer: float
+
+
+class ChatService:
+    """Conversations between visitors and volunteers in this relay process."""
+
+    def __init__(self, store: Store, hub: LocalHub, timeouts: Timeouts) -> None:
+        self.store = store
+        self.hub = hub
+        self.timeouts = timeouts
+        self.pairing = Pairing()
+        self._pairing_lock = asyncio.Lock()
+        self._conversation_locks: dict[str, asyncio.Lock] = {}
+        self._queued_at: dict[str, str] = {}
+        self._sent_positions: dict[str, int] = {}
+        self._display_names: dict[int, str] = {}
+        self._visitor_timers: dict[str, asyncio.Task[None]] = {}
+        self._volunteer_timers: dict[int, asyncio.Task[None]] = {}
+        self._any_available = False
+
+    # Start and stop
+
+    async def restore(self) -> None:
+        """Rebuild the queue and assignments from storage after a start.
+
+        Nobody is connected yet, so every open conversation and every volunteer
+        with chats gets its grace period to come back.
+        """
+        open_conversations = await self.store.list_open_conversations()
+        for conversation in open_conversations:
+            if conversation.status == "queued":
+                self.pairing.enqueue(conversation.id)
+                self._queued_at[conversation.id] = conversation.created_at
+            elif conversation.volunteer_id is not None:
+                volunteer = await self.store.get_volunteer(conversation.volunteer_id)
+                capacity = volunteer.capacity if volunteer else 1
+                self.pairing.add_volunteer(conversation.volunteer_id, capacity)
+                try:
+                    self.pairing.assign(conversation.volunteer_id, conversation.id)
+                except PairingError:
+                    # The capacity was lowered while the chat was running.
+                    await self._requeue_stored([conversation.id])
+                    self.pairing.requeue_front([conversation.id])
+                    self._queued_at[conversation.id] = conversation.created_at
+                    continue
+                self._start_volunteer_timer(conversation.volunteer_id)
+            self._start_visitor_timer(conversation.id)
+        if open_conversations:
+            logger.info("restored %d open conversations", len(open_conversations))
+
+    async def stop(self) -> None:
+        """Cancel grace timers; conversations stay open for the next start."""
+        timers = list(self._visitor_timers.values()) + list(
+            self._volunteer_timers.values()
+        )
+        for task in timers:
+            task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
+        self._visitor_timers.clear()
+        self._volunteer_timers.clear()
+
+    # Visitors
+
+    def is_open(self, conversation_id: str) -> bool:
+        """Return True while a conversation waits in the queue or has a volunteer."""
+        return (
+            self.pairing.position(conversation_id) is not None
+            or self.pairing.volunteer_of(conversation_id) is not None
+        )
+
+    def visitor_status_frame(self) -> dict[str, Any]:
+        return {"type": "status", "volunteers_available": self.pairing.any_available()}
+
+    async def start(self, peer: Peer, site: Site) -> Conversation | None:
+        """Open a conversation for a visitor socket and put it in the queue.
+
+        Returns None, creating nothing, when no volunteer is available; the
+        visitor is told so at once.
+        """
+        async with self._pairing_lock:
+            if not self.pairing.any_available():
+                peer.send({"type": "unavailable", "emergency": EMERGENCY_NUMBER})
+                return None
+            token = secrets.token_urlsafe(32)
+            conversation = await self.store.create_conversation(
+                secrets.token_urlsafe(12), site.id, hash_token(token)
+            )
+            position = self.pairing.enqueue(conversation.id)
+            self._queued_at[conversation.id] = conversation.created_at
+            self.hub.add_visitor(conversation.id, peer)
+            peer.send(
+                {"type": "started", "conversation": conversation.id, "token": token}
+            )
+            peer.send({"type": "queued", "position": position})
+            self._sent_positions[conversation.id] = position
+            self._announce_queue()
+        logger.info("conversation %s started on site %d", conversation.id, site.id)
+        return conversation
+
+    async def resume(
+        self, peer: Peer, site: Site, token: str, last_seq: int
+    ) -> Conversation:
+        """Re-attach a visitor socket to its conversation and send what it missed.
+
+        Raises ``ProtocolError`` (``not_found``) for an unknown token or a token of
+        another site. For an ended conversation the socket gets ``ended`` and the
+        conversation is returned closed.
+        """
+        conversation = await self.store.get_conversation_by_token_hash(
+            hash_token(token)
+        )
+        if conversation is None or conversation.site_id != site.id:
+            raise ProtocolError("not_found", "This conversation does not exist.")
+        if not conversation.is_open:
+            peer.send(self._ended_frame(conversation.id, conversation.end_reason))
+            return conversation
+        async with self._lock(conversation.id):
+            current = await self.store.get_conversation(conversation.id)
+            if current is None or not current.is_open:
+                reason = current.end_reason if current else "abandoned"
+                peer.send(self._ended_frame(conversation.id, reason))
+                return current or conversation
+            position = self.pairing.position(current.id)
+            if position is not None:
+                peer.send({"type": "queued", "position": position})
+            elif current.volunteer_id is not None:
+                peer.send(
+                    {
+                        "type": "assigned",
+                        "volunteer": await self._display_name(current.volunteer_id),
+                    }
+                )
+            for message in await self.store.messages_after(current.id, last_seq):
+                peer.send(message_frame(message))
+            was_connected = self.hub.visitor_connected(current.id)
+            self.hub.add_visitor(current.id, peer)
+            self._cancel_visitor_timer(current.id)
+            volunteer = self.pairing.volunteer_of(current.id)
+            if not was_connected and volunteer is not None:
+                self.hub.to_volunteer(
+                    volunteer,
+                    {
+                        "type": "visitor_status",
+                        "conversation": current.id,
+                        "connected": True,
+                    },
+                )
+        logger.info("conversation %s resumed", current.id)
+        return current
+
+    async def visitor_send(self, conversation_id: str, send: protocol.Send) -> None:
+        """Store a visitor's message, acknowledge it and deliver it."""
+        await self._store_and_deliver(
+            conversation_id, "visitor", send, volunteer_id=None
+        )
+
+    async def visitor_end(self, conversation_id: str) -> None:
+        await self.end(conversation_id, "ended", "visitor")
+
+    async def visitor_disconnected(self, conversation_id: str, peer: Peer) -> None:
+        """Forget a visitor socket; after its last one, start the grace period."""
+        if not self.hub.remove_visitor(conversation_id, peer):
+            return
+        if not self.is_open(conversation_id):
+            return
+        volunteer = self.pairing.volunteer_of(conversation_id)
+        if volunteer is not None:
+            self.hub.to_volunteer(
+                volunteer,
+                {
+                    "type": "visitor_status",
+                    "conversation": conversation_id,
+                    "connected": False,
+                },
+            )
+        self._start_visitor_timer(conversation_id)
+
+    # Volunteers
+
+    async def volunteer_connected(
+        self, volunteer_id: int, capacity: int, peer: Peer
+    ) -> None:
+        """Register a dashboard socket; a returning volunteer keeps their chats."""
+        async with self._pairing_lock:
+            self.pairing.add_volunteer(volunteer_id, capacity)
+            self.hub.add_volunteer(volunteer_id, peer)
+            self._cancel_volunteer_timer(volunteer_id)
+
+    async def hello(
+        self, volunteer_id: int, display_name: str, peer: Peer, last_seq: dict[str, int]
+    ) -> None:
+        """Send a dashboard its full state and the messages it missed.
+
+        Catch-up frames may interleave with live ones; the dashboard places
+        messages by ``seq`` and ignores ones it has.
+        """
+        self._display_names[volunteer_id] = display_name
+        chats = []
+        conversations = self.pairing.conversations_of(volunteer_id)
+        for conversation_id in conversations:
+            conversation = await self.store.get_conversation(conversation_id)
+            chats.append(
+                {
+                    "conversation": conversation_id,
+                    "started_at": conversation.assigned_at if conversation else None,
+                    "visitor_connected": self.hub.visitor_connected(conversation_id),
+                }
+            )
+        peer.send(
+            {
+                "type": "state",
+                "available": self.pairing.is_available(volunteer_id),
+                "capacity": self.pairing.capacity_of(volunteer_id),
+                "display_name": display_name,
+                "chats": chats,
+            }
+        )
+        peer.send(self._queue_frame())
+        for conversation_id in conversations:
+            seen = last_seq.get(conversation_id, 0)
+            for message in await self.store.messages_after(conversation_id, seen):
+                peer.send(message_frame(message))
+
+    async def set_availability(self, volunteer_id: int, available: bool) -> None:
+        async with self._pairing_lock:
+            self.pairing.set_available(volunteer_id, available)
+            self.hub.to_volunteer(
+                volunteer_id, {"type": "availability", "available": available}
+            )
+            self._announce_availability()
+        logger.info(
+            "volunteer %d is %s", volunteer_id, "available" if available else "away"
+        )
+
+    async def accept(self, volunteer_id: int, conversation_id: str) -> None:
+        """Give a waiting visitor to a volunteer; exactly one accept can win.
+
+        Raises ``ProtocolError`` with ``already_taken``, ``at_capacity`` or
+        ``not_available``.
+        """
+        async with self._pairing_lock:
+            try:
+                self.pairing.accept(volunteer_id, conversation_id)
+            except PairingError as error:
+                raise ProtocolError(
+                    error.code, str(error), conversation=conversation_id
+                ) from None
+            try:
+                stored = await self.store.assign_conversation(
+                    conversation_id, volunteer_id
+                )
+            except StoreError:
+                self.pairing.remove(conversation_id)
+                self.pairing.requeue_front([conversation_id])
+                raise
+            if not stored:
+                # Another relay process, or an end that is still being stored.
+                self.pairing.remove(conversation_id)
+                raise ProtocolError(
+                    "already_taken",
+                    "This visitor is no longer waiting.",
+                    conversation=conversation_id,
+                )
+            self._queued_at.pop(conversation_id, None)
+            self._sent_positions.pop(conversation_id, None)
+            conversation = await self.store.get_conversation(conversation_id)
+            async with self._lock(conversation_id):
+                self.hub.to_volunteer(
+                    volunteer_id,
+                    {
+                        "type": "assigned",
+                        "conversation": conversation_id,
+                        "started_at": conversation.assigned_at
+                        if conversation
+                        else None,
+                        "visitor_connected": self.hub.visitor_connected(
+                            conversation_id
+                        ),
+                    },
+                )
+                # Messages the visitor wrote while waiting.
+                for message in await self.store.messages_after(conversation_id, 0):
+                    self.hub.to_volunteer(volunteer_id, message_frame(message))
+                self.hub.to_visitor(
+                    conversation_id,
+                    {
+                        "type": "assigned",
+                        "volunteer": await self._display_name(volunteer_id),
+                    },
+                )
+            self._announce_queue()
+        logger.info(
+            "conversation %s accepted by volunteer %d", conversation_id, volunteer_id
+        )
+
+    async def volunteer_send(self, volunteer_id: int, send: protocol.Send) -> None:
+        conversation_id = self._owned(volunteer_id, send.conversation, send.client_id)
+        await self._store_and_deliver(conversation_id, "volunteer", send, volunteer_id)
+
+    async def volunteer_end(
+        self, volunteer_id: int, conversation_id: str | None
+    ) -> None:
+        owned = self._owned(volunteer_id, conversation_id, None)
+        await self.end(owned, "ended", "volunteer")
+
+    async def volunteer_disconnected(self, volunteer_id: int, peer: Peer) -> None:
+        """Forget a dashboard socket; after their last one, start the grace period."""
+        if self.hub.remove_volunteer(volunteer_id, peer):
+            self._start_volunteer_timer(volunteer_id)
+
+    async def sign_out(self, volunteer_id: int) -> None:
+        """Close the volunteer's sockets and hand their chats back at once."""
+        self.hub.close_volunteer(volunteer_id, protocol.CLOSE_SIGNED_OUT)
+        self._cancel_volunteer_timer(volunteer_id)
+        await self.hand_back(volunteer_id)
+
+    async def hand_back(self, volunteer_id: int) -> None:
+        """Return a departed volunteer's chats to the front of the queue."""
+        async with self._pairing_lock:
+            handed_back = self.pairing.release(volunteer_id)
+            self.hub.to_volunteer(
+                volunteer_id, {"type": "availability", "available": False}
+            )
+            if handed_back:
+                try:
+                    await self.store.requeue_conversations(handed_back)
+                except StoreError:
+                    logger.exception(
+                        "storing the hand-back of volunteer %d failed", volunteer_id
+                    )
+                for conversation_id in handed_back:
+                    conversation = await self.store.get_conversation(conversation_id)
+                    if conversation:
+                        self._queued_at[conversation_id] = conversation.created_at
+                    position = self.pairing.position(conversation_id) or 1
+                    self._sent_positions[conversation_id] = position
+                    self.hub.to_visitor(
+                        conversation_id, {"type": "requeued", "position": position}
+                    )
+                    self.hub.to_volunteer(
+                        volunteer_id,
+                        self._ended_frame(conversation_id, "handed_back"),
+                    )
+                self._announce_queue()
+            self._announce_availability()
+        if handed_back:
+            logger.info(
+                "volunteer %d left; handed back %d conversations",
+                volunteer_id,
+                len(handed_back),
+            )
+
+    # Shared
+
+    async def end(self, conversation_id: str, status: str, reason: str) -> None:
+        """Close a conversation and tell both sides; closing twice is harmless."""
+        async with self._pairing_lock, self._lock(conversation_id):
+            if not await self.store.end_conversation(conversation_id, status, reason):
+                return
+            was_waiting = self.pairing.position(conversation_id) is not None
+            volunteer = self.pairing.remove(conversation_id)
+            self._cancel_visitor_timer(conversation_id)
+            self._queued_at.pop(conversation_id, None)
+            self._sent_positions.pop(conversation_id, None)
+            frame = self._ended_frame(conversation_id, reason)
+            self.hub.to_visitor(conversation_id, frame)
+            if volunteer is not None:
+                self.hub.to_volunteer(volunteer, frame)
+            if was_waiting:
+                self._announce_queue()
+        self._conversation_locks.pop(conversation_id, None)
+        logger.info("conversation %s %s (%s)", conversation_id, status, reason)
+
+    def _owned(
+        self, volunteer_id: int, conversation_id: str | None, client_id: str | None
+    ) -> str:
+        if conversation_id is None or self.pairing.volunteer_of(conversation_id) != (
+            volunteer_id
+        ):
+            raise ProtocolError(
+                "forbidden",
+                "This conversation is not one of yours.",
+                client_id=client_id,
+                conversation=conversation_id,
+            )
+        return conversation_id
+
+    async def _store_and_deliver(
+        self,
+        conversation_id: str,
+        sender: str,
+        send: protocol.Send,
+        volunteer_id: int | None,
+    ) -> None:
+        async with self._lock(conversation_id):
+            try:
+                message, created = await self.store.add_message(
+                    conversation_id, sender, send.client_id, send.body, volunteer_id
+                )
+            except ConversationClosedError:
+                raise ProtocolError(
+                    "conversation_ended",
+                    "This conversation has ended.",
+                    client_id=send.client_id,
+                    conversation=conversation_id,
+                ) from None
+            except StoreError:
+                logger.exception("storing a message in %s failed", conversation_id)
+                raise ProtocolError(
+                    "storage_failed",
+                    "The message could not be saved. Please send it again.",
+                    client_id=send.client_id,
+                    conversation=conversation_id,
+                ) from None
+            ack = {
+                "type": "ack",
+                "conversation": conversation_id,
+                "client_id": send.client_id,
+                "seq": message.seq,
+            }
+            frame = message_frame(message)
+            volunteer = self.pairing.volunteer_of(conversation_id)
+            # Every socket of both sides gets the acknowledgement and the message;
+            # a retried send is acknowledged again but delivered only once.
+            if sender == "visitor":
+                self.hub.to_visitor(conversation_id, ack)
+            elif volunteer is not None:
+                self.hub.to_volunteer(volunteer, ack)
+            if created:
+                self.hub.to_visitor(conversation_id, frame)
+                if volunteer is not None:
+                    self.hub.to_volunteer(volunteer, frame)
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._conversation_locks.get(conversation_id)
+        if lock is None:
+            lock = self._conversation_locks[conversation_id] = asyncio.Lock()
+        return lock
+
+    async def _display_name(self, volunteer_id: int) -> str:
+        name = self._display_names.get(volunteer_id)
+        if name is None:
+            volunteer = await self.store.get_volunteer(volunteer_id)
+            name = volunteer.display_name if volunteer else "A volunteer"
+            self._display_names[volunteer_id] = name
+        return name
+
+    async def _requeue_stored(self, conversation_ids: list[str]) -> None:
+        try:
+            await self.store.requeue_conversations(conversation_ids)
+        except StoreError:
+            logger.exception(
+                "requeueing %d conversations failed", len(conversation_ids)
+            )
+
+    @staticmethod
+    def _ended_frame(conversation_id: str, reason: str | None) -> dict[str, Any]:
+        return {
+            "type": "ended",
+            "conversation": conversation_id,
+            "reason": reason or "abandoned",
+        }
+
+    def _queue_frame(self) -> dict[str, Any]:
+        entries = [
+            {
+                "conversation": conversation_id,
+                "queued_at": self._queued_at.get(conversation_id),
+                "position": index + 1,
+            }
+            for index, conversation_id in enumerate(self.pairing.queue)
+        ]
+        return {"type": "queue", "entries": entries}
+
+    def _announce_queue(self) -> None:
+        """Send volunteers the queue, and waiting visitors their new positions."""
+        self.hub.to_all_volunteers(self._queue_frame())
+        for index, conversation_id in enumerate(self.pairing.queue):
+            position = index + 1
+            if self._sent_positions.get(conversation_id) != position:
+                self._sent_positions[conversation_id] = position
+                self.hub.to_visitor(
+                    conversation_id, {"type": "queued", "position": position}
+                )
+
+    def _announce_availability(self) -> None:
+        available = self.pairing.any_available()
+        if available != self._any_available:
+            self._any_available = available
+            self.hub.to_all_visitors(self.visitor_status_frame())
+
+    # Grace timers
+
+    def _start_visitor_timer(self, conversation_id: str) -> None:
+        self._cancel_visitor_timer(conversation_id)
+        self._visitor_timers[conversation_id] = self._spawn(
+            self._expire_visitor(conversation_id), f"visitor-grace-{conversation_id}"
+        )
+
+    def _cancel_visitor_timer(self, conversation_id: str) -> None:
+        task = self._visitor_timers.pop(conversation_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _expire_visitor(self, conversation_id: str) -> None:
+        await asyncio.sleep(self.timeouts.visitor)
+        if self.hub.visitor_connected(conversation_id):
+            return
+        self._visitor_timers.pop(conversation_id, None)
+        await self.end(conversation_id, "abandoned", "abandoned")
+
+    def _start_volunteer_timer(self, volunteer_id: int) -> None:
+        if volunteer_id in self._volunteer_timers:
+            return
+        self._volunteer_timers[volunteer_id] = self._spawn(
+            self._expire_volunteer(volunteer_id), f"volunteer-grace-{volunteer_id}"
+        )
+
+    def _cancel_volunteer_timer(self, volunteer_id: int) -> None:
+        task = self._volunteer_timers.pop(volunteer_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _expire_volunteer(self, volunteer_id: int) -> None:
+        await asyncio.sleep(self.timeouts.volunteer)
+        self._volunteer_timers.pop(volunteer_id, None)
+        if not self.hub.volunteer_connected(volunteer_id):
+            await self.hand_back(volunteer_id)
+
+    @staticmethod
+    def _spawn(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=name)
+        task.add_done_callback(_log_task_failure)
+        return task
+
+
+def _log_task_failure(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        logger.error("background task %s failed", task.get_name(), exc_info=error)

@@ -1,0 +1,214 @@
+"""Who is connected now, and fan-out of frames to their sockets.
+
+``Hub`` is the interface the rest of the relay uses; ``LocalHub`` keeps the
+connections of one relay process in memory. A broker-backed hub (Redis pub/sub)
+can implement the same interface when several relay processes share the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from relay import protocol
+
+logger = logging.getLogger("relay.hub")
+
+SEND_QUEUE_FRAMES = 256
+
+
+class Peer:
+    """One open WebSocket, with a bounded queue of frames waiting to be sent.
+
+    Frames are queued without waiting, so a slow reader never holds up a sender.
+    When the queue is full the connection is closed with 1013 and the client
+    resumes later from its last sequence number.
+    """
+
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[int], Awaitable[None]],
+        *,
+        kind: str,
+        max_queued: int = SEND_QUEUE_FRAMES,
+    ) -> None:
+        self.id = secrets.token_hex(4)
+        self.kind = kind
+        self._send_text = send_text
+        self._close = close
+        self._queue: asyncio.Queue[str | int] = asyncio.Queue(maxsize=max_queued)
+        self._closing = False
+        self._writer = asyncio.create_task(self._write(), name=f"peer-writer-{self.id}")
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame; close the connection if the client is too far behind."""
+        if self._closing:
+            return
+        try:
+            self._queue.put_nowait(protocol.encode(frame))
+        except asyncio.QueueFull:
+            logger.warning("%s %s is not reading; closing it", self.kind, self.id)
+            self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+
+    def close(self, code: int) -> None:
+        """Close the connection after the frames already queued, unless full."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._queue.full():
+            # Drop what is queued: the client resumes from its last seq anyway.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+        self._queue.put_nowait(code)
+
+    async def _write(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, int):
+                    await self._close(item)
+                    return
+                await self._send_text(item)
+            except Exception as error:  # the socket is gone; the reader will see it
+                logger.debug("%s %s send failed: %s", self.kind, self.id, error)
+                self._closing = True
+                return
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until a requested close has been sent, at most ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    async def stop(self) -> None:
+        """Stop the writer task; called once the connection has ended."""
+        self._closing = True
+        self._writer.cancel()
+        try:
+            await self._writer
+        except asyncio.CancelledError:
+            pass
+
+
+class Hub(Protocol):
+    """Delivery of frames to the sockets of visitors and volunteers."""
+
+    def add_idle_visitor(self, peer: Peer) -> None: ...
+    def remove_idle_visitor(self, peer: Peer) -> None: ...
+    def add_visitor(self, conversation: str, peer: Peer) -> None: ...
+    def remove_visitor(self, conversation: str, peer: Peer) -> bool: ...
+    def visitor_connected(self, conversation: str) -> bool: ...
+    def to_visitor(self, conversation: str, frame: dict[str, Any]) -> None: ...
+    def close_visitor(self, conversation: str, code: int) -> None: ...
+    def add_volunteer(self, volunteer: int, peer: Peer) -> None: ...
+    def remove_volunteer(self, volunteer: int, peer: Peer) -> bool: ...
+    def volunteer_connected(self, volunteer: int) -> bool: ...
+    def to_volunteer(self, volunteer: int, frame: dict[str, Any]) -> None: ...
+    def to_all_volunteers(self, frame: dict[str, Any]) -> None: ...
+    def to_all_visitors(self, frame: dict[str, Any]) -> None: ...
+    def close_volunteer(self, volunteer: int, code: int) -> None: ...
+    def close_all(self, code: int) -> None: ...
+    def connection_count(self) -> int: ...
+
+
+class LocalHub:
+    """The connections of this relay process, in memory."""
+
+    def __init__(self) -> None:
+        self._visitors: dict[str, set[Peer]] = {}
+        self._volunteers: dict[int, set[Peer]] = {}
+        # Visitor sockets that have not started or resumed a conversation yet, so
+        # they still hear whether volunteers are available.
+        self._idle_visitors: set[Peer] = set()
+
+    def add_idle_visitor(self, peer: Peer) -> None:
+        self._idle_visitors.add(peer)
+
+    def remove_idle_visitor(self, peer: Peer) -> None:
+        self._idle_visitors.discard(peer)
+
+    def add_visitor(self, conversation: str, peer: Peer) -> None:
+        self._idle_visitors.discard(peer)
+        self._visitors.setdefault(conversation, set()).add(peer)
+
+    def remove_visitor(self, conversation: str, peer: Peer) -> bool:
+        """Forget a visitor socket; return True when it was the conversation's last."""
+        peers = self._visitors.get(conversation)
+        if peers is None:
+            return False
+        peers.discard(peer)
+        if peers:
+            return False
+        del self._visitors[conversation]
+        return True
+
+    def visitor_connected(self, conversation: str) -> bool:
+        return bool(self._visitors.get(conversation))
+
+    def to_visitor(self, conversation: str, frame: dict[str, Any]) -> None:
+        for peer in self._visitors.get(conversation, ()):
+            peer.send(frame)
+
+    def close_visitor(self, conversation: str, code: int) -> None:
+        for peer in self._visitors.get(conversation, ()):
+            peer.close(code)
+
+    def add_volunteer(self, volunteer: int, peer: Peer) -> None:
+        self._volunteers.setdefault(volunteer, set()).add(peer)
+
+    def remove_volunteer(self, volunteer: int, peer: Peer) -> bool:
+        """Forget a volunteer socket; return True when it was their last."""
+        peers = self._volunteers.get(volunteer)
+        if peers is None:
+            return False
+        peers.discard(peer)
+        if peers:
+            return False
+        del self._volunteers[volunteer]
+        return True
+
+    def volunteer_connected(self, volunteer: int) -> bool:
+        return bool(self._volunteers.get(volunteer))
+
+    def to_volunteer(self, volunteer: int, frame: dict[str, Any]) -> None:
+        for peer in self._volunteers.get(volunteer, ()):
+            peer.send(frame)
+
+    def to_all_volunteers(self, frame: dict[str, Any]) -> None:
+        for peers in self._volunteers.values():
+            for peer in peers:
+                peer.send(frame)
+
+    def to_all_visitors(self, frame: dict[str, Any]) -> None:
+        for peer in self._idle_visitors:
+            peer.send(frame)
+        for peers in self._visitors.values():
+            for peer in peers:
+                peer.send(frame)
+
+    def close_volunteer(self, volunteer: int, code: int) -> None:
+        for peer in list(self._volunteers.get(volunteer, ())):
+            peer.close(code)
+
+    def close_all(self, code: int) -> None:
+        for peer in list(self._idle_visitors):
+            peer.close(code)
+        for peers in list(self._visitors.values()) + list(self._volunteers.values()):
+            for peer in list(peers):
+                peer.close(code)
+
+    def connection_count(self) -> int:
+        return (
+            len(self._idle_visitors)
+            + sum(len(p) for p in self._visitors.values())
+            + sum(len(p) for p in self._volunteers.values())
+        )

@@ -1,0 +1,103 @@
+"""HTML pages: Jinja2 environments, static file URLs and security headers."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import jinja2
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Headers every HTTP response carries unless the route set its own.
+DEFAULT_HEADERS: dict[str, str] = {
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cross-origin-opener-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+
+
+def make_templates(
+    directory: Path, static_prefix: str, static_dir: Path
+) -> Jinja2Templates:
+    """Return templates with autoescape on and a ``static_url(name)`` function.
+
+    ``static_url`` adds a digest of the file's content, so browsers fetch a new
+    version after an upgrade.
+    """
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.globals["static_url"] = static_url_function(static_prefix, static_dir)
+    return Jinja2Templates(env=environment)
+
+
+def static_url_function(prefix: str, directory: Path) -> Callable[[str], str]:
+    digests: dict[str, str] = {}
+
+    def static_url(name: str) -> str:
+        if name not in digests:
+            content = (directory / name).read_bytes()
+            digests[name] = hashlib.sha256(content).hexdigest()[:12]
+        return f"{prefix}/{name}?v={digests[name]}"
+
+    return static_url
+
+
+def content_security_policy(
+    *,
+    connect: Iterable[str] = (),
+    frame_ancestors: Iterable[str] = (),
+    frame_src: Iterable[str] = (),
+) -> str:
+    """Build a CSP that allows only the relay's own scripts and styles.
+
+    An empty ``frame_ancestors`` forbids framing the page at all.
+    """
+    ancestors = " ".join(frame_ancestors) or "'none'"
+    directives = [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src " + " ".join(["'self'", *connect]),
+        "base-uri 'none'",
+        "form-action 'self'",
+        f"frame-ancestors {ancestors}",
+    ]
+    sources = list(frame_src)
+    if sources:
+        directives.append("frame-src " + " ".join(sources))
+    return "; ".join(directives)
+
+
+class SecurityHeadersMiddleware:
+    """Add ``DEFAULT_HEADERS`` (and HSTS over HTTPS) to every HTTP response."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in DEFAULT_HEADERS.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
+                if self.hsts and b"strict-transport-security" not in present:
+                    headers.append((b"strict-transport-security", b"max-age=31536000"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,237 @@
+"""Wire frames: parsing, checks and limits, free of I/O.
+
+Every frame is a JSON object with a string ``type``; ``docs/protocol.md`` lists
+them. Parsing raises ``ProtocolError`` carrying the error code the client receives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_CHARS = 4000
+MAX_FRAME_BYTES = 32 * 1024
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CONVERSATION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+# WebSocket close codes (RFC 6455 and the IANA registry), plus one of our own.
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_SIGNED_OUT = 4001
+
+
+class ProtocolError(ValueError):
+    """A frame the relay rejects; ``code`` is sent to the client."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        client_id: str | None = None,
+        conversation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.client_id = client_id
+        self.conversation = conversation
+
+    def to_frame(self) -> dict[str, Any]:
+        """Return the ``error`` frame that reports this error."""
+        frame: dict[str, Any] = {
+            "type": "error",
+            "code": self.code,
+            "message": self.message,
+        }
+        if self.client_id is not None:
+            frame["client_id"] = self.client_id
+        if self.conversation is not None:
+            frame["conversation"] = self.conversation
+        return frame
+
+
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    token: str
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class Send:
+    client_id: str
+    body: str
+    conversation: str | None = None
+
+
+@dataclass(frozen=True)
+class End:
+    conversation: str | None = None
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True)
+class Hello:
+    last_seq: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+
+
+@dataclass(frozen=True)
+class Accept:
+    conversation: str
+
+
+VisitorFrame = Start | Resume | Send | End | Ping
+VolunteerFrame = Hello | Availability | Accept | Send | End | Ping
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError("invalid_frame", message)
+
+
+def decode(text: str) -> dict[str, Any]:
+    """Decode one text frame into a JSON object with a string ``type``."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise _invalid("The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise _invalid("The frame must be a JSON object.")
+    frame_type = data.get("type")
+    if not isinstance(frame_type, str):
+        raise _invalid("The frame has no string field 'type'.")
+    return data
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Encode a frame compactly; non-ASCII text stays as UTF-8."""
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def _string(data: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise _invalid(f"Field '{name}' is missing or not a valid identifier.")
+    return value
+
+
+def _non_negative_int(data: dict[str, Any], name: str) -> int:
+    value = data.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _invalid(f"Field '{name}' must be a whole number of 0 or more.")
+    return value
+
+
+def clean_body(body: object, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    """Return the message body trimmed of outer white space.
+
+    Raises ``ProtocolError`` with ``empty_message`` or ``message_too_long``; the
+    limit counts Unicode code points, as browsers' ``maxlength`` roughly does.
+    """
+    if not isinstance(body, str):
+        raise _invalid("Field 'body' must be a string.")
+    text = body.strip()
+    if not text:
+        raise ProtocolError("empty_message", "The message is empty.")
+    if len(text) > max_chars:
+        raise ProtocolError(
+            "message_too_long",
+            f"The message has {len(text)} characters; the limit is {max_chars}.",
+        )
+    return text
+
+
+def _send(data: dict[str, Any], max_chars: int, with_conversation: bool) -> Send:
+    client_id = _string(data, "client_id", CLIENT_ID_PATTERN)
+    conversation = (
+        _string(data, "conversation", CONVERSATION_ID_PATTERN)
+        if with_conversation
+        else None
+    )
+    try:
+        body = clean_body(data.get("body"), max_chars=max_chars)
+    except ProtocolError as error:
+        error.client_id = client_id
+        error.conversation = conversation
+        raise
+    return Send(client_id=client_id, body=body, conversation=conversation)
+
+
+def parse_visitor_frame(
+    text: str, *, max_chars: int = MAX_MESSAGE_CHARS
+) -> VisitorFrame:
+    """Parse a frame sent by a visitor's chat page."""
+    data = decode(text)
+    match data["type"]:
+        case "start":
+            return Start()
+        case "resume":
+            return Resume(
+                token=_string(data, "token", TOKEN_PATTERN),
+                last_seq=_non_negative_int(data, "last_seq"),
+            )
+        case "send":
+            return _send(data, max_chars, with_conversation=False)
+        case "end":
+            return End()
+        case "ping":
+            return Ping()
+    raise _invalid(f"Unknown frame type {data['type'][:40]!r}.")
+
+
+def parse_volunteer_frame(
+    text: str, *, max_chars: int = MAX_MESSAGE_CHARS
+) -> VolunteerFrame:
+    """Parse a frame sent by a volunteer's dashboard."""
+    data = decode(text)
+    match data["type"]:
+        case "hello":
+            raw = data.get("last_seq", {})
+            if not isinstance(raw, dict) or len(raw) > 100:
+                raise _invalid(
+                    "Field 'last_seq' must be an object of at most 100 entries."
+                )
+            last_seq: dict[str, int] = {}
+            for key in raw:
+                if not isinstance(key, str) or not CONVERSATION_ID_PATTERN.fullmatch(
+                    key
+                ):
+                    raise _invalid("Field 'last_seq' has an invalid conversation id.")
+                last_seq[key] = _non_negative_int(raw, key)
+            return Hello(last_seq=last_seq)
+        case "availability":
+            available = data.get("available")
+            if not isinstance(available, bool):
+                raise _invalid("Field 'available' must be true or false.")
+            return Availability(available=available)
+        case "accept":
+            return Accept(
+                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
+            )
+        case "send":
+            return _send(data, max_chars, with_conversation=True)
+        case "end":
+            return End(
+                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
+            )
+        case "ping":
+            return Ping()
+    raise _invalid(f"Unknown frame type {data['type'][:40]!r}.")

@@ -1,0 +1,32 @@
+"""The long-lived objects one relay process shares between its routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from relay.auth import Signer
+from relay.conversations import ChatService
+from relay.hub import LocalHub
+from relay.settings import Settings
+from relay.store import Store
+
+
+@dataclass
+class Services:
+    """What the lifespan opens: settings, storage, connections and chats."""
+
+    settings: Settings
+    store: Store
+    hub: LocalHub
+    chat: ChatService
+    signer: Signer
+
+
+def get_services(connection: HTTPConnection) -> Services:
+    """Return the services of the app serving this request or WebSocket."""
+    services = getattr(connection.app.state, "services", None)
+    if not isinstance(services, Services):
+        raise RuntimeError("The relay's services are not open; is the lifespan on?")
+    return services

@@ -1,0 +1,227 @@
+"""Configuration from ``VSO_*`` environment variables, checked once at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+logger = logging.getLogger("relay.settings")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A ``VSO_*`` variable holds a value the relay cannot run with."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """The relay's whole configuration; see the README for each variable."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database: Path = Path("var/vso.sqlite3")
+    secret_key: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: str = "info"
+    demo: bool = True
+    visitor_grace_seconds: float = 60.0
+    volunteer_grace_seconds: float = 30.0
+    default_capacity: int = 2
+    max_message_chars: int = 4000
+    max_frame_bytes: int = 32 * 1024
+    session_max_age_seconds: int = 12 * 3600
+
+    @property
+    def public_origin(self) -> str:
+        """Return scheme, host and port of ``public_url``, as browsers send Origin."""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def own_origins(self) -> frozenset[str]:
+        """Return the origins of the relay's own pages.
+
+        On a loopback address ``localhost`` and ``127.0.0.1`` name the same server,
+        so both are accepted there; elsewhere only the public origin is.
+        """
+        parts = urlsplit(self.public_url)
+        origins = {self.public_origin}
+        if parts.hostname in ("127.0.0.1", "localhost"):
+            port = f":{parts.port}" if parts.port else ""
+            for name in ("127.0.0.1", "localhost"):
+                origins.add(f"{parts.scheme}://{name}{port}")
+        return frozenset(origins)
+
+    @property
+    def secure(self) -> bool:
+        """Return True when the relay is served over HTTPS."""
+        return self.public_url.startswith("https://")
+
+    @property
+    def public_ws_url(self) -> str:
+        """Return ``public_url`` with the WebSocket scheme."""
+        base = self.public_url.rstrip("/")
+        if base.startswith("https://"):
+            return "wss://" + base.removeprefix("https://")
+        return "ws://" + base.removeprefix("http://")
+
+
+def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(
+            f"{name}={value} is out of range; use {minimum} to {maximum}."
+        )
+    return value
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number of seconds.") from None
+    if not 0 < value <= 86400:
+        raise SettingsError(f"{name}={value} is out of range; use 0 to 86400 seconds.")
+    return value
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false.")
+
+
+def _parse_public_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"VSO_PUBLIC_URL={raw!r} is not an http or https URL with a host,"
+            " e.g. https://chat.example.org."
+        )
+    if parts.query or parts.fragment:
+        raise SettingsError(
+            f"VSO_PUBLIC_URL={raw!r} must not have a query or fragment."
+        )
+    if parts.path not in ("", "/"):
+        raise SettingsError(
+            f"VSO_PUBLIC_URL={raw!r} has a path; the relay must be served at the root"
+            " of its host."
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _load_or_create_secret(database: Path) -> str:
+    """Return the secret kept beside the database, creating it on first use."""
+    path = database.parent / "secret_key"
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+        if len(key) < 32:
+            raise SettingsError(
+                f"{path} holds a secret key shorter than 32 characters;"
+                " delete it to have a new one generated."
+            )
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(key + "\n")
+    logger.warning(
+        "VSO_SECRET_KEY is not set; generated a secret key into %s."
+        " Set VSO_SECRET_KEY when running more than one relay process.",
+        path,
+    )
+    return key
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from ``VSO_*`` variables.
+
+    Raises ``SettingsError`` with a sentence naming the bad variable. Without
+    ``VSO_SECRET_KEY`` a key is generated into the database's folder, with a warning.
+    """
+    env = os.environ if environ is None else environ
+    known = {f"VSO_{field.name.upper()}" for field in dataclasses.fields(Settings)}
+    unknown = sorted(
+        name for name in env if name.startswith("VSO_") and name not in known
+    )
+    if unknown:
+        raise SettingsError(
+            f"Unknown setting {unknown[0]}; the settings are"
+            f" {', '.join(sorted(known))}."
+        )
+    values: dict[str, object] = {}
+    if "VSO_HOST" in env:
+        if not env["VSO_HOST"].strip():
+            raise SettingsError("VSO_HOST is empty; give an address such as 127.0.0.1.")
+        values["host"] = env["VSO_HOST"].strip()
+    port = Settings.port
+    if "VSO_PORT" in env:
+        port = _parse_int("VSO_PORT", env["VSO_PORT"], 1, 65535)
+        values["port"] = port
+    if "VSO_DATABASE" in env:
+        if not env["VSO_DATABASE"].strip():
+            raise SettingsError("VSO_DATABASE is empty; give a file path.")
+        values["database"] = Path(env["VSO_DATABASE"])
+    if "VSO_PUBLIC_URL" in env:
+        values["public_url"] = _parse_public_url(env["VSO_PUBLIC_URL"])
+    else:
+        values["public_url"] = f"http://127.0.0.1:{port}"
+    if "VSO_LOG_LEVEL" in env:
+        level = env["VSO_LOG_LEVEL"].strip().lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError(
+                f"VSO_LOG_LEVEL={env['VSO_LOG_LEVEL']!r} is not one of"
+                f" {', '.join(LOG_LEVELS)}."
+            )
+        values["log_level"] = level
+    if "VSO_DEMO" in env:
+        values["demo"] = _parse_bool("VSO_DEMO", env["VSO_DEMO"])
+    for name in ("visitor_grace_seconds", "volunteer_grace_seconds"):
+        variable = f"VSO_{name.upper()}"
+        if variable in env:
+            values[name] = _parse_seconds(variable, env[variable])
+    if "VSO_DEFAULT_CAPACITY" in env:
+        values["default_capacity"] = _parse_int(
+            "VSO_DEFAULT_CAPACITY", env["VSO_DEFAULT_CAPACITY"], 1, 20
+        )
+    if "VSO_MAX_MESSAGE_CHARS" in env:
+        values["max_message_chars"] = _parse_int(
+            "VSO_MAX_MESSAGE_CHARS", env["VSO_MAX_MESSAGE_CHARS"], 1, 4000
+        )
+    if "VSO_MAX_FRAME_BYTES" in env:
+        values["max_frame_bytes"] = _parse_int(
+            "VSO_MAX_FRAME_BYTES", env["VSO_MAX_FRAME_BYTES"], 1024, 64 * 1024
+        )
+    if "VSO_SESSION_MAX_AGE_SECONDS" in env:
+        values["session_max_age_seconds"] = _parse_int(
+            "VSO_SESSION_MAX_AGE_SECONDS",
+            env["VSO_SESSION_MAX_AGE_SECONDS"],
+            60,
+            7 * 86400,
+        )
+    database = values.get("database", Settings.database)
+    database_path = Path(str(database))
+    if "VSO_SECRET_KEY" in env:
+        key = env["VSO_SECRET_KEY"].strip()
+        if len(key) < 32:
+            raise SettingsError(
+                "VSO_SECRET_KEY is shorter than 32 characters; generate one with"
+                " `python -c 'import secrets; print(secrets.token_urlsafe(48))'`."
+            )
+        values["secret_key"] = key
+    else:
+        values["secret_key"] = _load_or_create_secret(database_path)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,54 @@
+"""Partner sites: keys, allowed origins and the embed snippet."""
+
+from __future__ import annotations
+
+import html
+import secrets
+from urllib.parse import urlsplit
+
+
+def new_site_key() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def normalise_origin(text: str) -> str:
+    """Return ``scheme://host[:port]`` as browsers send it in ``Origin``.
+
+    Raises ``ValueError`` for anything else: a path, a query, user info or a
+    scheme other than http and https.
+    """
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{text!r} is not an origin; write it as https://www.example.org."
+        )
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{text!r} has a path or query; an origin has neither.")
+    if parts.username or parts.password:
+        raise ValueError(f"{text!r} contains a user name; an origin has none.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port.") from None
+    default_port = 443 if parts.scheme == "https" else 80
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    suffix = f":{port}" if port is not None and port != default_port else ""
+    return f"{parts.scheme}://{host}{suffix}"
+
+
+def embed_snippet(public_url: str, site_key: str) -> str:
+    """Return the HTML a webmaster pastes: a plain link plus the async loader.
+
+    Without scripts the link opens the chat page in a new tab; the loader turns
+    it into a floating launcher.
+    """
+    chat_url = html.escape(f"{public_url}/chat?site={site_key}")
+    loader_url = html.escape(f"{public_url}/widget/loader.js")
+    key = html.escape(site_key)
+    return (
+        f'<a href="{chat_url}" target="_blank" rel="noopener"'
+        f' data-vso-site="{key}">Chat with us</a>\n'
+        f'<script async src="{loader_url}"></script>'
+    )

@@ -1,0 +1,562 @@
+"""SQLite storage through aiosqlite: schema, migrations and every query.
+
+Nothing outside this module writes SQL, so that another store (PostgreSQL) can
+stand beside it. Writes run one at a time under a lock, each in its own
+``BEGIN IMMEDIATE`` transaction; the database runs in WAL mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+logger = logging.getLogger("relay.store")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: volunteers, sessions, sites, conversations and messages.
+    """
+    CREATE TABLE volunteers (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'volunteer'
+            CHECK (role IN ('volunteer', 'supervisor', 'admin')),
+        capacity INTEGER NOT NULL DEFAULT 2 CHECK (capacity >= 1),
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        volunteer_id INTEGER NOT NULL REFERENCES volunteers(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE sites (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        origins TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        site_id INTEGER NOT NULL REFERENCES sites(id),
+        channel TEXT NOT NULL DEFAULT 'chat',
+        status TEXT NOT NULL
+            CHECK (status IN ('queued', 'active', 'ended', 'abandoned')),
+        token_hash TEXT NOT NULL UNIQUE,
+        volunteer_id INTEGER REFERENCES volunteers(id),
+        queue_key REAL NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        assigned_at TEXT,
+        ended_at TEXT,
+        end_reason TEXT
+    );
+    CREATE INDEX conversations_open ON conversations (status)
+        WHERE status IN ('queued', 'active');
+    CREATE TABLE messages (
+        conversation_id TEXT NOT NULL
+            REFERENCES conversations(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        sender TEXT NOT NULL CHECK (sender IN ('visitor', 'volunteer')),
+        volunteer_id INTEGER REFERENCES volunteers(id),
+        client_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, seq),
+        UNIQUE (conversation_id, sender, client_id)
+    );
+    CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT);
+    INSERT INTO health (id, checked_at) VALUES (1, NULL);
+    """,
+)
+
+
+def utc_now() -> str:
+    """Return the current UTC time as ISO 8601 with milliseconds and ``Z``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class StoreError(Exception):
+    """The database failed; the operation did not happen."""
+
+
+class ConversationClosedError(Exception):
+    """The conversation has ended, so it takes no more messages."""
+
+
+@dataclass(frozen=True)
+class Volunteer:
+    id: int
+    username: str
+    display_name: str
+    password_hash: str
+    role: str
+    capacity: int
+    active: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Site:
+    id: int
+    key: str
+    name: str
+    origins: tuple[str, ...]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    site_id: int
+    status: str
+    volunteer_id: int | None
+    queue_key: float
+    last_seq: int
+    created_at: str
+    assigned_at: str | None
+    ended_at: str | None
+    end_reason: str | None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("queued", "active")
+
+
+@dataclass(frozen=True)
+class Message:
+    conversation_id: str
+    seq: int
+    sender: str
+    client_id: str
+    body: str
+    created_at: str
+
+
+def _volunteer(row: sqlite3.Row) -> Volunteer:
+    return Volunteer(
+        id=row["id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        password_hash=row["password_hash"],
+        role=row["role"],
+        capacity=row["capacity"],
+        active=bool(row["active"]),
+        created_at=row["created_at"],
+    )
+
+
+def _site(row: sqlite3.Row) -> Site:
+    return Site(
+        id=row["id"],
+        key=row["key"],
+        name=row["name"],
+        origins=tuple(json.loads(row["origins"])),
+        created_at=row["created_at"],
+    )
+
+
+def _conversation(row: sqlite3.Row) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        site_id=row["site_id"],
+        status=row["status"],
+        volunteer_id=row["volunteer_id"],
+        queue_key=row["queue_key"],
+        last_seq=row["last_seq"],
+        created_at=row["created_at"],
+        assigned_at=row["assigned_at"],
+        ended_at=row["ended_at"],
+        end_reason=row["end_reason"],
+    )
+
+
+def _message(row: sqlite3.Row) -> Message:
+    return Message(
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender=row["sender"],
+        client_id=row["client_id"],
+        body=row["body"],
+        created_at=row["created_at"],
+    )
+
+
+class Store:
+    """One SQLite database file, opened with ``await Store.open(path)``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the database and apply pending migrations."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"Cannot open the database {path}: {error}") from error
+        db.row_factory = sqlite3.Row
+        store = cls(db, path)
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await store._migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"The database {self._path} is at schema version {version}, newer than"
+                f" this relay's {len(MIGRATIONS)}; upgrade the relay."
+            )
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            async with self._transaction() as db:
+                await db.executescript_in_transaction(MIGRATIONS[number - 1])
+                await db.execute(f"PRAGMA user_version = {number}")
+            logger.info("applied migration %d to %s", number, self._path)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[_Tx]:
+        async with self._write_lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise StoreError(f"Cannot start a transaction: {error}") from error
+            try:
+                yield _Tx(self._db)
+                await self._db.execute("COMMIT")
+            except BaseException as error:
+                try:
+                    await self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    logger.exception("rollback failed")
+                if isinstance(error, sqlite3.Error):
+                    raise StoreError(f"The database write failed: {error}") from error
+                raise
+
+    async def _fetchone(
+        self, sql: str, params: tuple[Any, ...] = ()
+    ) -> sqlite3.Row | None:
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                row: sqlite3.Row | None = await cursor.fetchone()
+                return row
+        except sqlite3.Error as error:
+            raise StoreError(f"The database read failed: {error}") from error
+
+    async def _fetchall(
+        self, sql: str, params: tuple[Any, ...] = ()
+    ) -> list[sqlite3.Row]:
+        try:
+            async with self._db.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as error:
+            raise StoreError(f"The database read failed: {error}") from error
+
+    async def check_writable(self) -> None:
+        """Write one row, proving the database accepts writes; raises StoreError."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE health SET checked_at = ? WHERE id = 1", (utc_now(),)
+            )
+
+    # Volunteers and sessions
+
+    async def add_volunteer(
+        self, username: str, display_name: str, password_hash: str, capacity: int
+    ) -> Volunteer:
+        """Insert a volunteer; raises ``ValueError`` when the username is taken."""
+        try:
+            async with self._transaction() as tx:
+                cursor = await tx.execute(
+                    "INSERT INTO volunteers"
+                    " (username, display_name, password_hash, capacity, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (username, display_name, password_hash, capacity, utc_now()),
+                )
+                volunteer_id = cursor.lastrowid
+        except StoreError as error:
+            if isinstance(error.__cause__, sqlite3.IntegrityError):
+                raise ValueError(f"The username {username!r} is taken.") from None
+            raise
+        volunteer = await self.get_volunteer(int(volunteer_id or 0))
+        if volunteer is None:
+            raise StoreError("The new volunteer was not found after inserting it.")
+        return volunteer
+
+    async def get_volunteer(self, volunteer_id: int) -> Volunteer | None:
+        row = await self._fetchone(
+            "SELECT * FROM volunteers WHERE id = ?", (volunteer_id,)
+        )
+        return _volunteer(row) if row else None
+
+    async def get_volunteer_by_username(self, username: str) -> Volunteer | None:
+        row = await self._fetchone(
+            "SELECT * FROM volunteers WHERE username = ?", (username,)
+        )
+        return _volunteer(row) if row else None
+
+    async def list_volunteers(self) -> list[Volunteer]:
+        rows = await self._fetchall("SELECT * FROM volunteers ORDER BY username")
+        return [_volunteer(row) for row in rows]
+
+    async def update_password_hash(self, volunteer_id: int, password_hash: str) -> None:
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE volunteers SET password_hash = ? WHERE id = ?",
+                (password_hash, volunteer_id),
+            )
+
+    async def create_session(self, session_id: str, volunteer_id: int) -> None:
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO sessions (id, volunteer_id, created_at) VALUES (?, ?, ?)",
+                (session_id, volunteer_id, utc_now()),
+            )
+
+    async def get_session_volunteer(self, session_id: str) -> Volunteer | None:
+        """Return the active volunteer a session belongs to, or None."""
+        row = await self._fetchone(
+            "SELECT volunteers.* FROM sessions"
+            " JOIN volunteers ON volunteers.id = sessions.volunteer_id"
+            " WHERE sessions.id = ? AND volunteers.active = 1",
+            (session_id,),
+        )
+        return _volunteer(row) if row else None
+
+    async def delete_session(self, session_id: str) -> None:
+        async with self._transaction() as tx:
+            await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # Sites
+
+    async def add_site(self, key: str, name: str, origins: list[str]) -> Site:
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO sites (key, name, origins, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, name, json.dumps(origins), utc_now()),
+            )
+            site_id = cursor.lastrowid
+        row = await self._fetchone("SELECT * FROM sites WHERE id = ?", (site_id,))
+        if row is None:
+            raise StoreError("The new site was not found after inserting it.")
+        return _site(row)
+
+    async def get_site_by_key(self, key: str) -> Site | None:
+        row = await self._fetchone("SELECT * FROM sites WHERE key = ?", (key,))
+        return _site(row) if row else None
+
+    async def get_site(self, site_id: int) -> Site | None:
+        row = await self._fetchone("SELECT * FROM sites WHERE id = ?", (site_id,))
+        return _site(row) if row else None
+
+    async def list_sites(self) -> list[Site]:
+        rows = await self._fetchall("SELECT * FROM sites ORDER BY id")
+        return [_site(row) for row in rows]
+
+    # Conversations
+
+    async def create_conversation(
+        self, conversation_id: str, site_id: int, token_hash: str
+    ) -> Conversation:
+        """Insert a queued conversation at the back of the queue."""
+        now = utc_now()
+        async with self._transaction() as tx:
+            await tx.execute(
+                "INSERT INTO conversations"
+                " (id, site_id, status, token_hash, queue_key, created_at)"
+                " VALUES (?, ?, 'queued', ?,"
+                "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?)",
+                (conversation_id, site_id, token_hash, now),
+            )
+        conversation = await self.get_conversation(conversation_id)
+        if conversation is None:
+            raise StoreError("The new conversation was not found after inserting it.")
+        return conversation
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        row = await self._fetchone(
+            "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
+        )
+        return _conversation(row) if row else None
+
+    async def get_conversation_by_token_hash(
+        self, token_hash: str
+    ) -> Conversation | None:
+        row = await self._fetchone(
+            "SELECT * FROM conversations WHERE token_hash = ?", (token_hash,)
+        )
+        return _conversation(row) if row else None
+
+    async def list_open_conversations(self) -> list[Conversation]:
+        """Return queued and active conversations, queued ones in queue order."""
+        rows = await self._fetchall(
+            "SELECT * FROM conversations WHERE status IN ('queued', 'active')"
+            " ORDER BY queue_key"
+        )
+        return [_conversation(row) for row in rows]
+
+    async def assign_conversation(
+        self, conversation_id: str, volunteer_id: int
+    ) -> bool:
+        """Mark a queued conversation active with a volunteer.
+
+        Returns False, changing nothing, when the conversation is not queued; the
+        condition in the UPDATE keeps a second relay process from assigning it too.
+        """
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE conversations SET status = 'active', volunteer_id = ?,"
+                " assigned_at = ? WHERE id = ? AND status = 'queued'",
+                (volunteer_id, utc_now(), conversation_id),
+            )
+            return cursor.rowcount == 1
+
+    async def requeue_conversations(self, conversation_ids: list[str]) -> None:
+        """Put active conversations back at the front of the queue, in this order."""
+        if not conversation_ids:
+            return
+        async with self._transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT COALESCE(MIN(queue_key), 0) FROM conversations"
+            )
+            front = float(row[0]) if row else 0.0
+            count = len(conversation_ids)
+            for index, conversation_id in enumerate(conversation_ids):
+                await tx.execute(
+                    "UPDATE conversations SET status = 'queued', volunteer_id = NULL,"
+                    " assigned_at = NULL, queue_key = ?"
+                    " WHERE id = ? AND status = 'active'",
+                    (front - count + index, conversation_id),
+                )
+
+    async def end_conversation(
+        self, conversation_id: str, status: str, reason: str
+    ) -> bool:
+        """Close an open conversation as ``ended`` or ``abandoned``.
+
+        Returns False when it was already closed.
+        """
+        if status not in ("ended", "abandoned"):
+            raise ValueError(f"status must be 'ended' or 'abandoned', not {status!r}")
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE conversations SET status = ?, end_reason = ?, ended_at = ?"
+                " WHERE id = ? AND status IN ('queued', 'active')",
+                (status, reason, utc_now(), conversation_id),
+            )
+            return cursor.rowcount == 1
+
+    # Messages
+
+    async def add_message(
+        self,
+        conversation_id: str,
+        sender: str,
+        client_id: str,
+        body: str,
+        volunteer_id: int | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a message with the conversation's next sequence number.
+
+        Returns the message and True, or the message stored earlier with the same
+        sender and ``client_id`` and False. Raises ``ConversationClosedError`` when
+        the conversation is over or unknown, ``StoreError`` when the write fails.
+        """
+        async with self._transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT * FROM messages"
+                " WHERE conversation_id = ? AND sender = ? AND client_id = ?",
+                (conversation_id, sender, client_id),
+            )
+            if row is not None:
+                return _message(row), False
+            seq_row = await tx.fetchone(
+                "UPDATE conversations SET last_seq = last_seq + 1"
+                " WHERE id = ? AND status IN ('queued', 'active') RETURNING last_seq",
+                (conversation_id,),
+            )
+            if seq_row is None:
+                raise ConversationClosedError(conversation_id)
+            message = Message(
+                conversation_id=conversation_id,
+                seq=int(seq_row[0]),
+                sender=sender,
+                client_id=client_id,
+                body=body,
+                created_at=utc_now(),
+            )
+            await tx.execute(
+                "INSERT INTO messages"
+                " (conversation_id, seq, sender, volunteer_id, client_id, body,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message.conversation_id,
+                    message.seq,
+                    message.sender,
+                    volunteer_id,
+                    message.client_id,
+                    message.body,
+                    message.created_at,
+                ),
+            )
+        return message, True
+
+    async def messages_after(self, conversation_id: str, seq: int) -> list[Message]:
+        """Return the messages with a sequence number above ``seq``, in order."""
+        rows = await self._fetchall(
+            "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+            (conversation_id, seq),
+        )
+        return [_message(row) for row in rows]
+
+
+class _Tx:
+    """The statements of one open transaction; only ``Store`` creates it."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        return await self._db.execute(sql, params)
+
+    async def fetchone(
+        self, sql: str, params: tuple[Any, ...] = ()
+    ) -> sqlite3.Row | None:
+        async with self._db.execute(sql, params) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
+
+    async def executescript_in_transaction(self, script: str) -> None:
+        """Run each statement of a script; ``executescript`` would commit first."""
+        for statement in script.split(";"):
+            if statement.strip():
+                await self._db.execute(statement)

@@ -1,0 +1,68 @@
+"""The receive loop shared by the visitor and volunteer WebSockets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.websockets import WebSocket
+
+from relay import protocol
+from relay.hub import Peer
+from relay.protocol import ProtocolError
+
+logger = logging.getLogger("relay.transport")
+
+MAX_INVALID_FRAMES = 20
+CLOSE_DRAIN_SECONDS = 5.0
+
+
+def open_peer(websocket: WebSocket, kind: str) -> Peer:
+    """Wrap an accepted WebSocket in a ``Peer`` with its own send queue."""
+
+    async def close(code: int) -> None:
+        await websocket.close(code)
+
+    return Peer(websocket.send_text, close, kind=kind)
+
+
+async def receive_frames(
+    websocket: WebSocket, peer: Peer, handle: Callable[[str], Awaitable[None]]
+) -> None:
+    """Feed each text frame to ``handle`` until the socket closes.
+
+    A ``ProtocolError`` from ``handle`` becomes an ``error`` frame and the socket
+    stays open, unless the client sent more than ``MAX_INVALID_FRAMES`` invalid
+    frames, which closes it with 1008. Returns when the client disconnects or the
+    relay closed the socket.
+    """
+    invalid = 0
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        try:
+            if text is None:
+                raise ProtocolError("invalid_frame", "Frames must be text, not binary.")
+            await handle(text)
+        except ProtocolError as error:
+            peer.send(error.to_frame())
+            if error.code == "invalid_frame":
+                invalid += 1
+        except Exception:
+            # A bug must not take the connection down with it; say so and go on.
+            logger.exception("%s %s: handling a frame failed", peer.kind, peer.id)
+            peer.send(
+                ProtocolError(
+                    "internal_error", "The relay failed to handle this frame."
+                ).to_frame()
+            )
+        if invalid > MAX_INVALID_FRAMES:
+            logger.warning(
+                "%s %s sent %d invalid frames; closing it", peer.kind, peer.id, invalid
+            )
+            peer.close(protocol.CLOSE_POLICY_VIOLATION)
+        if peer.closing:
+            await peer.drain(CLOSE_DRAIN_SECONDS)
+            return

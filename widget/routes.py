@@ -1,0 +1,195 @@
+"""Visitor-side routes: the embed loader, the chat page, its WebSocket, the demo."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from relay import protocol
+from relay.conversations import EMERGENCY_NUMBER
+from relay.demo import DEMO_SITE_KEY
+from relay.pages import content_security_policy, make_templates
+from relay.protocol import ProtocolError
+from relay.services import Services, get_services
+from relay.store import Site
+from relay.transport import open_peer, receive_frames
+
+logger = logging.getLogger("widget")
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_PREFIX = "/widget/static"
+SITE_KEY_MAX_CHARS = 64
+
+templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
+
+NO_STORE = {"cache-control": "no-store"}
+
+
+def _page_headers(services: Services, frame_ancestors: list[str]) -> dict[str, str]:
+    return {
+        **NO_STORE,
+        "content-security-policy": content_security_policy(
+            connect=[services.settings.public_ws_url], frame_ancestors=frame_ancestors
+        ),
+    }
+
+
+async def _site_from_query(request: Request | WebSocket) -> Site | None:
+    key = request.query_params.get("site", "")
+    if not key or len(key) > SITE_KEY_MAX_CHARS:
+        return None
+    return await get_services(request).store.get_site_by_key(key)
+
+
+def _not_found(request: Request, message: str) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "not_found.html",
+        {"message": message, "lang": "en"},
+        status_code=404,
+        headers=NO_STORE,
+    )
+
+
+async def chat_page(request: Request) -> Response:
+    """Serve the chat page for one partner site, inside its iframe or a tab."""
+    services = get_services(request)
+    site = await _site_from_query(request)
+    if site is None:
+        return _not_found(request, "This chat link is not valid. Check the address.")
+    ws_url = f"{services.settings.public_ws_url}/chat/ws?site={site.key}"
+    return templates.TemplateResponse(
+        request,
+        "chat.html",
+        {
+            "site_name": site.name,
+            "ws_url": ws_url,
+            "emergency_number": EMERGENCY_NUMBER,
+            "lang": "en",
+        },
+        headers=_page_headers(services, ["'self'", *site.origins]),
+    )
+
+
+async def loader_script(request: Request) -> Response:
+    """Serve the embed loader; partner pages on any origin load it."""
+    return FileResponse(
+        STATIC_DIR / "loader.js",
+        media_type="text/javascript",
+        headers={
+            "cache-control": "public, max-age=3600",
+            "cross-origin-resource-policy": "cross-origin",
+        },
+    )
+
+
+async def demo_page(request: Request) -> Response:
+    """Serve a sample partner page with the embed snippet on it."""
+    services = get_services(request)
+    site = await services.store.get_site_by_key(DEMO_SITE_KEY)
+    if not services.settings.demo or site is None:
+        return _not_found(request, "The demo is switched off on this server.")
+    public_url = services.settings.public_url
+    return templates.TemplateResponse(
+        request,
+        "demo.html",
+        {
+            "chat_url": f"{public_url}/chat?site={site.key}",
+            "loader_url": f"{public_url}/widget/loader.js",
+            "site_key": site.key,
+            "lang": "en",
+        },
+        headers={
+            **NO_STORE,
+            "content-security-policy": content_security_policy(frame_src=["'self'"]),
+        },
+    )
+
+
+def _origin_allowed(services: Services, origin: str | None, site: Site | None) -> bool:
+    if origin is None:
+        return False
+    if origin in services.settings.own_origins:
+        return True
+    return site is not None and origin in site.origins
+
+
+async def chat_socket(websocket: WebSocket) -> None:
+    """Own one visitor WebSocket from handshake to close.
+
+    Whatever way the connection ends, the ``finally`` block unregisters the
+    socket, so that the conversation's grace period starts and nothing leaks.
+    """
+    services = get_services(websocket)
+    site = await _site_from_query(websocket)
+    if not _origin_allowed(services, websocket.headers.get("origin"), site):
+        logger.info("visitor socket rejected: origin not allowed")
+        await websocket.close(protocol.CLOSE_POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    if site is None:
+        await websocket.close(protocol.CLOSE_POLICY_VIOLATION, reason="unknown site")
+        return
+    chat = services.chat
+    peer = open_peer(websocket, "visitor")
+    services.hub.add_idle_visitor(peer)
+    peer.send(chat.visitor_status_frame())
+    conversation_id: str | None = None
+    max_chars = services.settings.max_message_chars
+    logger.info("visitor socket %s opened on site %d", peer.id, site.id)
+
+    async def handle(text: str) -> None:
+        nonlocal conversation_id
+        frame = protocol.parse_visitor_frame(text, max_chars=max_chars)
+        match frame:
+            case protocol.Ping():
+                peer.send({"type": "pong"})
+            case protocol.Start() | protocol.Resume():
+                if conversation_id is not None and chat.is_open(conversation_id):
+                    raise ProtocolError(
+                        "already_started", "This socket already has a conversation."
+                    )
+                if conversation_id is not None:
+                    await chat.visitor_disconnected(conversation_id, peer)
+                    conversation_id = None
+                if isinstance(frame, protocol.Start):
+                    started = await chat.start(peer, site)
+                    conversation_id = started.id if started else None
+                else:
+                    resumed = await chat.resume(peer, site, frame.token, frame.last_seq)
+                    conversation_id = resumed.id if resumed.is_open else None
+            case protocol.Send():
+                if conversation_id is None:
+                    raise ProtocolError(
+                        "not_started", "Start a chat first.", client_id=frame.client_id
+                    )
+                await chat.visitor_send(conversation_id, frame)
+            case protocol.End():
+                if conversation_id is None:
+                    raise ProtocolError("not_started", "There is no chat to end.")
+                await chat.visitor_end(conversation_id)
+
+    try:
+        await receive_frames(websocket, peer, handle)
+    finally:
+        services.hub.remove_idle_visitor(peer)
+        if conversation_id is not None:
+            await chat.visitor_disconnected(conversation_id, peer)
+        await peer.stop()
+        logger.info("visitor socket %s closed", peer.id)
+
+
+routes: list[BaseRoute] = [
+    Route("/chat", chat_page, methods=["GET"]),
+    WebSocketRoute("/chat/ws", chat_socket),
+    Route("/widget/loader.js", loader_script, methods=["GET"]),
+    Route("/demo", demo_page, methods=["GET"]),
+    Mount(STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="widget_static"),
+]
