@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import protocol
-from relay.hub import LocalHub, Peer
+from relay.hub import Hub, Peer
 from relay.pairing import Pairing, PairingError
 from relay.protocol import ProtocolError
 from relay.store import (
@@ -64,7 +64,7 @@ class Timeouts:
 class ChatService:
     """Conversations between visitors and volunteers in this relay process."""
 
-    def __init__(self, store: Store, hub: LocalHub, timeouts: Timeouts) -> None:
+    def __init__(self, store: Store, hub: Hub, timeouts: Timeouts) -> None:
         self.store = store
         self.hub = hub
         self.timeouts = timeouts

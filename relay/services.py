@@ -8,7 +8,7 @@ from starlette.requests import HTTPConnection
 
 from relay.auth import Signer
 from relay.conversations import ChatService
-from relay.hub import LocalHub
+from relay.hub import Hub
 from relay.settings import Settings
 from relay.store import Store
 
@@ -19,7 +19,7 @@ class Services:
 
     settings: Settings
     store: Store
-    hub: LocalHub
+    hub: Hub
     chat: ChatService
     signer: Signer
 
