@@ -42,6 +42,11 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
 
+async def favicon(request: Request) -> Response:
+    """Answer browsers' automatic icon request without a 404 in their console."""
+    return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
+
+
 async def home(request: Request) -> Response:
     return RedirectResponse("/dashboard", status_code=302)
 
@@ -82,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         *widget.routes.routes,
         *dashboard.routes.routes,
     ]

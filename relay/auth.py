@@ -99,15 +99,17 @@ class Signer:
 def same_origin_request(
     headers: Mapping[str, str], own_origins: frozenset[str]
 ) -> bool:
-    """Reject cross-site form posts by Fetch Metadata and Origin.
+    """Reject cross-site form posts by Fetch Metadata, else by Origin.
 
-    Browsers that send neither header (old ones) fall back to the CSRF token alone.
+    Under ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` even on
+    same-origin posts, so ``Sec-Fetch-Site`` decides when present. Browsers that
+    send neither header fall back to the CSRF token alone.
     """
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return False
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
     origin = headers.get("origin")
-    return origin is None or origin in own_origins
+    return origin is None or origin == "null" or origin in own_origins
 
 
 def new_session_id() -> str:
