@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         sys.stderr.write(f"vso: invalid configuration: {error}\n")
         return 2
-    logging.getLogger().setLevel(settings.log_level.upper())
+    configure_logging(settings.log_level)
     if args.command == "serve":
         serve(settings)
         return 0

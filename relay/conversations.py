@@ -354,13 +354,15 @@ class ChatService:
         )
 
     async def volunteer_send(self, volunteer_id: int, send: protocol.Send) -> None:
-        conversation_id = self._owned(volunteer_id, send.conversation, send.client_id)
+        conversation_id = await self._owned(
+            volunteer_id, send.conversation, send.client_id
+        )
         await self._store_and_deliver(conversation_id, "volunteer", send, volunteer_id)
 
     async def volunteer_end(
         self, volunteer_id: int, conversation_id: str | None
     ) -> None:
-        owned = self._owned(volunteer_id, conversation_id, None)
+        owned = await self._owned(volunteer_id, conversation_id, None)
         await self.end(owned, "ended", "volunteer")
 
     async def volunteer_disconnected(self, volunteer_id: int, peer: Peer) -> None:
@@ -431,12 +433,25 @@ class ChatService:
         self._conversation_locks.pop(conversation_id, None)
         logger.info("conversation %s %s (%s)", conversation_id, status, reason)
 
-    def _owned(
+    async def _owned(
         self, volunteer_id: int, conversation_id: str | None, client_id: str | None
     ) -> str:
-        if conversation_id is None or self.pairing.volunteer_of(conversation_id) != (
-            volunteer_id
-        ):
+        """Return the conversation id if it is the volunteer's open conversation.
+
+        Raises ``ProtocolError``: ``conversation_ended`` for one of theirs that has
+        closed, ``forbidden`` for anyone else's or an unknown id.
+        """
+        if conversation_id is None:
+            raise ProtocolError("forbidden", "Name one of your conversations.")
+        if self.pairing.volunteer_of(conversation_id) != volunteer_id:
+            stored = await self.store.get_conversation(conversation_id)
+            if stored and not stored.is_open and stored.volunteer_id == volunteer_id:
+                raise ProtocolError(
+                    "conversation_ended",
+                    "This conversation has ended.",
+                    client_id=client_id,
+                    conversation=conversation_id,
+                )
             raise ProtocolError(
                 "forbidden",
                 "This conversation is not one of yours.",

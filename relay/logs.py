@@ -6,15 +6,23 @@ import ipaddress
 import logging
 import sys
 
+# Loggers that at DEBUG write SQL parameters, frame text or request headers, so
+# message bodies and session cookies; they stay at INFO whatever the relay's level.
+NOISY_LOGGERS = ("aiosqlite", "uvicorn.error", "uvicorn.protocols", "websockets")
+
 
 def _is_address(value: object) -> bool:
-    """Return True for ``host:port`` or a bare IP address, as uvicorn logs them."""
-    if not isinstance(value, str):
+    """Return True for ``address:port``, the form uvicorn logs a client in.
+
+    A bare address is left alone: uvicorn logs the listening host that way.
+    """
+    if not isinstance(value, str) or ":" not in value:
         return False
-    host = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-    host = host.strip("[]")
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        return False
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
     return True
@@ -45,3 +53,6 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    floor = max(logging.INFO, root.level)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(floor)

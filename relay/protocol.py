@@ -111,7 +111,8 @@ def decode(text: str) -> dict[str, Any]:
     """Decode one text frame into a JSON object with a string ``type``."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers over Python's digit limit.
         raise _invalid("The frame is not valid JSON.") from None
     if not isinstance(data, dict):
         raise _invalid("The frame must be a JSON object.")

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.sites import normalise_origin
+
 logger = logging.getLogger("relay.settings")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -90,7 +92,9 @@ def _parse_seconds(name: str, raw: str) -> float:
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number of seconds.") from None
     if not 0 < value <= 86400:
-        raise SettingsError(f"{name}={value} is out of range; use 0 to 86400 seconds.")
+        raise SettingsError(
+            f"{name}={value} is out of range; use more than 0, at most 86400 seconds."
+        )
     return value
 
 
@@ -104,22 +108,20 @@ def _parse_bool(name: str, raw: str) -> bool:
 
 
 def _parse_public_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(
-            f"VSO_PUBLIC_URL={raw!r} is not an http or https URL with a host,"
-            " e.g. https://chat.example.org."
-        )
-    if parts.query or parts.fragment:
-        raise SettingsError(
-            f"VSO_PUBLIC_URL={raw!r} must not have a query or fragment."
-        )
+    """Return the URL as the origin browsers send, e.g. ``https://chat.example.org``."""
+    parts = urlsplit(raw.strip())
     if parts.path not in ("", "/"):
         raise SettingsError(
             f"VSO_PUBLIC_URL={raw!r} has a path; the relay must be served at the root"
             " of its host."
         )
-    return f"{parts.scheme}://{parts.netloc}"
+    try:
+        return normalise_origin(raw)
+    except ValueError as error:
+        raise SettingsError(
+            f"VSO_PUBLIC_URL is invalid: {error} Use an http or https URL with a host,"
+            " e.g. https://chat.example.org."
+        ) from None
 
 
 def _load_or_create_secret(database: Path) -> str:

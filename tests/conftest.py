@@ -7,6 +7,8 @@ import pytest
 
 from tests.relayserver import RelayServer
 
+pytest_plugins = ["tests.browser"]
+
 
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[RelayServer]:

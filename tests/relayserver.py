@@ -12,11 +12,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 VSO = [sys.executable, "-m", "relay"]
 START_TIMEOUT = 20.0
@@ -167,20 +169,53 @@ class Client:
         Frames of other kinds received meanwhile stay in ``frames`` for later
         checks; raises ``TimeoutError`` when none arrives in time.
         """
+        return await self.expect_where(
+            lambda frame: _matches(frame, frame_type, fields), timeout
+        )
+
+    async def expect_where(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = FRAME_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Return the first frame for which ``predicate`` is true.
+
+        Like ``expect``, but for conditions other than one type with equal fields,
+        such as "an ``assigned`` or an ``error`` for this conversation".
+        """
         for index, frame in enumerate(self.frames):
-            if _matches(frame, frame_type, fields):
+            if predicate(frame):
                 return self.frames.pop(index)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise TimeoutError(
-                    f"no {frame_type!r} frame with {fields}; got {self.frames}"
+                    f"timed out waiting for a matching frame; received {self.frames}"
                 )
             frame = await self.receive(remaining)
-            if _matches(frame, frame_type, fields):
+            if predicate(frame):
                 return frame
             self.frames.append(frame)
+
+    async def close_code(self, timeout: float = FRAME_TIMEOUT) -> int | None:
+        """Wait until the relay closes the socket and return the close code.
+
+        Frames received meanwhile stay in ``frames``. Reading them also lets the
+        close frame through when the client's receive buffer is full.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        "timed out waiting for the socket to close;"
+                        f" received {self.frames}"
+                    )
+                self.frames.append(await self.receive(remaining))
+        except ConnectionClosed:
+            return self.connection.close_code
 
     async def expect_silence(self, frame_type: str, seconds: float) -> None:
         """Fail if a frame of ``frame_type`` arrives within ``seconds``."""
