@@ -30,8 +30,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Launch Chromium for one test module.
+
+    Playwright's sync API keeps an event loop running while it is open, so it
+    must stop before modules whose tests run their own loop.
+    """
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
