@@ -9,7 +9,12 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Route
 
 import dashboard.routes
@@ -40,6 +45,16 @@ async def healthz(request: Request) -> Response:
             headers={"cache-control": "no-store"},
         )
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+
+async def storage_unavailable(request: Request, error: Exception) -> Response:
+    """Answer 503 when the database fails (disk full, locked) during a request."""
+    logger.error("%s %s failed: %s", request.method, request.url.path, error)
+    return PlainTextResponse(
+        "The service cannot save data right now. Please try again in a minute.",
+        status_code=503,
+        headers={"cache-control": "no-store", "retry-after": "60"},
+    )
 
 
 async def favicon(request: Request) -> Response:
@@ -94,5 +109,6 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeadersMiddleware, hsts=settings.secure)],
+        exception_handlers={StoreError: storage_unavailable},
         lifespan=lifespan,
     )

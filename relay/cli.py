@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import re
+import socket
 import sys
 import unicodedata
 from collections.abc import Sequence
@@ -33,19 +34,16 @@ def _write(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-def check_display_name(name: str) -> str:
-    """Return a trimmed display name; raise ``CommandError`` when unusable.
+def check_name(name: str, label: str, max_chars: int) -> str:
+    """Return a trimmed name that visitors will see; raise ``CommandError`` if unusable.
 
-    Visitors see this name, so control and format characters (which could hide or
-    reorder text) are rejected.
+    Control and format characters (which could hide or reorder text) are rejected.
     """
     name = name.strip()
-    if not name or len(name) > DISPLAY_NAME_MAX_CHARS:
-        raise CommandError(
-            f"The display name must have 1 to {DISPLAY_NAME_MAX_CHARS} characters."
-        )
+    if not name or len(name) > max_chars:
+        raise CommandError(f"The {label} must have 1 to {max_chars} characters.")
     if any(unicodedata.category(char) in ("Cc", "Cf") for char in name):
-        raise CommandError("The display name contains control or format characters.")
+        raise CommandError(f"The {label} contains control or format characters.")
     return name
 
 
@@ -74,7 +72,7 @@ async def volunteer_add(settings: Settings, args: argparse.Namespace) -> None:
             f"The username {args.username!r} is invalid; use 2 to 64 lowercase letters,"
             " digits, dots, dashes or underscores, starting with a letter or digit."
         )
-    display_name = check_display_name(args.display_name)
+    display_name = check_name(args.display_name, "display name", DISPLAY_NAME_MAX_CHARS)
     password = _read_password(args.password_stdin)
     try:
         password_hash = auth.hash_password(password)
@@ -113,11 +111,7 @@ async def volunteer_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def site_add(settings: Settings, args: argparse.Namespace) -> None:
-    name = args.name.strip()
-    if not name or len(name) > SITE_NAME_MAX_CHARS:
-        raise CommandError(
-            f"The site name must have 1 to {SITE_NAME_MAX_CHARS} characters."
-        )
+    name = check_name(args.name, "site name", SITE_NAME_MAX_CHARS)
     try:
         origins = sorted({normalise_origin(origin) for origin in args.origin})
     except ValueError as error:
@@ -166,12 +160,31 @@ async def _prepare_demo(settings: Settings) -> None:
         _write()
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before printing anything when another process holds the port."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise CommandError(f"VSO_HOST={host!r} cannot be resolved: {error}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise CommandError(
+                f"Cannot listen on {host}:{port}: {error.strerror}. Stop the other"
+                " server or set VSO_PORT to a free port."
+            ) from None
+
+
 def serve(settings: Settings) -> None:
     """Run the relay in uvicorn until SIGINT or SIGTERM."""
     import uvicorn
 
     from relay.app import create_app
 
+    _check_port_free(settings.host, settings.port)
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)
@@ -180,7 +193,9 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_config=None,
-        log_level=settings.log_level,
+        # None keeps uvicorn from raising its loggers to DEBUG past the floor
+        # that configure_logging puts on them; the root level decides.
+        log_level=None,
         # Access logs would record visitors' addresses.
         access_log=False,
         server_header=False,
@@ -249,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if args.command == "serve":
-        serve(settings)
+        try:
+            serve(settings)
+        except CommandError as error:
+            sys.stderr.write(f"vso: {error}\n")
+            return 1
         return 0
     if getattr(args, "capacity", 0) is None:
         args.capacity = settings.default_capacity

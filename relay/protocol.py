@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_MESSAGE_CHARS = 4000
-MAX_FRAME_BYTES = 32 * 1024
+MAX_FRAME_BYTES = 64 * 1024
+# A JSON encoder that escapes non-ASCII writes one code point in up to 12 bytes
+# ("\ud83d\ude00"), so a frame must hold 12 bytes a character plus the fields.
+JSON_BYTES_PER_CHAR = 12
+FRAME_OVERHEAD_BYTES = 1024
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONVERSATION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
@@ -134,10 +138,16 @@ def _string(data: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
     return value
 
 
+# Sequence numbers fit SQLite's 64-bit integers.
+MAX_SEQ = 2**63 - 1
+
+
 def _non_negative_int(data: dict[str, Any], name: str) -> int:
     value = data.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _invalid(f"Field '{name}' must be a whole number of 0 or more.")
+    if value > MAX_SEQ:
+        raise _invalid(f"Field '{name}' is larger than {MAX_SEQ}.")
     return value
 
 
@@ -149,6 +159,11 @@ def clean_body(body: object, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
     """
     if not isinstance(body, str):
         raise _invalid("Field 'body' must be a string.")
+    try:
+        body.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON allows lone surrogates such as "\ud800"; UTF-8 cannot store them.
+        raise _invalid("Field 'body' contains an unpaired surrogate.") from None
     text = body.strip()
     if not text:
         raise ProtocolError("empty_message", "The message is empty.")

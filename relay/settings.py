@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -36,7 +37,7 @@ class Settings:
     volunteer_grace_seconds: float = 30.0
     default_capacity: int = 2
     max_message_chars: int = 4000
-    max_frame_bytes: int = 32 * 1024
+    max_frame_bytes: int = 64 * 1024
     session_max_age_seconds: int = 12 * 3600
 
     @property
@@ -213,6 +214,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env["VSO_SESSION_MAX_AGE_SECONDS"],
             60,
             7 * 86400,
+        )
+    max_chars = int(str(values.get("max_message_chars", Settings.max_message_chars)))
+    max_frame = int(str(values.get("max_frame_bytes", Settings.max_frame_bytes)))
+    needed = max_chars * JSON_BYTES_PER_CHAR + FRAME_OVERHEAD_BYTES
+    if max_frame < needed:
+        raise SettingsError(
+            f"VSO_MAX_FRAME_BYTES={max_frame} cannot carry a message of"
+            f" VSO_MAX_MESSAGE_CHARS={max_chars} characters written as JSON escapes;"
+            f" use at least {needed} bytes or fewer characters."
         )
     database = values.get("database", Settings.database)
     database_path = Path(str(database))

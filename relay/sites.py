@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import ipaddress
+import re
 import secrets
 from urllib.parse import urlsplit
 
@@ -31,11 +33,34 @@ def normalise_origin(text: str) -> str:
     except ValueError:
         raise ValueError(f"{text!r} has an invalid port.") from None
     default_port = 443 if parts.scheme == "https" else 80
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
+    host = _normalise_host(parts.hostname, text)
     suffix = f":{port}" if port is not None and port != default_port else ""
     return f"{parts.scheme}://{host}{suffix}"
+
+
+# A DNS name as browsers put it in Origin: ASCII labels, internationalised names
+# in their punycode form. Wildcards and CSP punctuation are not allowed.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _normalise_host(hostname: str, text: str) -> str:
+    try:
+        address = ipaddress.ip_address(hostname)
+    except ValueError:
+        pass
+    else:
+        return f"[{address}]" if address.version == 6 else str(address)
+    try:
+        host = hostname.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{text!r} has an invalid host name.") from None
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(
+            f"{text!r} has an invalid host name; use letters, digits, dots and"
+            " dashes, without wildcards."
+        )
+    return host
 
 
 def embed_snippet(public_url: str, site_key: str) -> str:

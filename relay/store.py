@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -205,7 +206,11 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         """Open (creating if needed) the database and apply pending migrations."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Only the relay's user may read the conversations; SQLite gives the
+        # -wal and -shm files the database file's mode.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as error:
@@ -253,10 +258,12 @@ class Store:
                 yield _Tx(self._db)
                 await self._db.execute("COMMIT")
             except BaseException as error:
-                try:
-                    await self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    logger.exception("rollback failed")
+                # SQLite has already rolled back after some errors (disk full).
+                if self._db.in_transaction:
+                    try:
+                        await self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        logger.exception("rollback failed")
                 if isinstance(error, sqlite3.Error):
                     raise StoreError(f"The database write failed: {error}") from error
                 raise

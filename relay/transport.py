@@ -10,6 +10,7 @@ from starlette.websockets import WebSocket
 from relay import protocol
 from relay.hub import Peer
 from relay.protocol import ProtocolError
+from relay.store import StoreError
 
 logger = logging.getLogger("relay.transport")
 
@@ -50,6 +51,13 @@ async def receive_frames(
             peer.send(error.to_frame())
             if error.code == "invalid_frame":
                 invalid += 1
+        except StoreError as error:
+            logger.error("%s %s: storage failed: %s", peer.kind, peer.id, error)
+            peer.send(
+                ProtocolError(
+                    "storage_failed", "The relay could not save this. Please retry."
+                ).to_frame()
+            )
         except Exception:
             # A bug must not take the connection down with it; say so and go on.
             logger.exception("%s %s: handling a frame failed", peer.kind, peer.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -341,6 +342,38 @@ def test_site_add_empty_name(vso: Vso) -> None:
     assert "site name" in result.stderr
 
 
+def test_site_add_name_with_bidi_override(vso: Vso) -> None:
+    result = vso.run("site", "add", "Bad\u202eName", "--origin", "https://a.example")
+
+    assert result.returncode == 1
+    assert "format characters" in result.stderr
+
+
+def test_normalise_origin_internationalised_host() -> None:
+    assert normalise_origin("https://bücher.example") == "https://xn--bcher-kva.example"
+
+
+def test_serve_busy_port_fails_before_demo(vso: Vso) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**vso.env, "VSO_PORT": str(port)}
+        result = vso.run("serve", env=env)
+
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "password" not in result.stdout
+
+
+def test_database_file_private(vso: Vso) -> None:
+    vso.add_volunteer("alex")
+
+    mode = vso.database.stat().st_mode & 0o777
+
+    assert mode == 0o600
+
+
 def test_site_list_empty(vso: Vso) -> None:
     result = vso.run("site", "list")
 
@@ -447,6 +480,12 @@ def test_normalise_origin_valid(text: str, expected: str) -> None:
         "https://user:secret@www.example.org",
         "https://www.example.org:99999",
         "https://www.example.org:http",
+        "http://*",
+        "https://*.example.org",
+        "https://exa mple.org",
+        "https://example.org;script-src",
+        'https://ex"ample.org',
+        "https://-example.org",
     ],
     ids=[
         "empty",
@@ -463,6 +502,12 @@ def test_normalise_origin_valid(text: str, expected: str) -> None:
         "user-password",
         "port-out-of-range",
         "port-not-number",
+        "wildcard",
+        "wildcard-subdomain",
+        "space",
+        "csp-separator",
+        "quote",
+        "leading-dash",
     ],
 )
 def test_normalise_origin_invalid(text: str) -> None:

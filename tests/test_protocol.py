@@ -159,7 +159,7 @@ def test_parse_malformed_frame_invalid(parse: Any, text: str) -> None:
 @pytest.mark.parametrize("parse", PARSERS)
 def test_parse_huge_integer_invalid(parse: Any) -> None:
     # Python 3.11 limits int() to 4300 digits by default, so json.loads raises a
-    # plain ValueError here. The frame is still well under the 32 KiB limit.
+    # plain ValueError here. The frame is still well under the 64 KiB limit.
     text = '{"type": "ping", "n": 1' + "0" * 5000 + "}"
 
     assert_invalid_frame(parse, text)
@@ -563,3 +563,22 @@ def test_parse_arbitrary_json_frame_or_error(value: object) -> None:
 @given(FRAME_LIKE)
 def test_parse_frame_like_json_frame_or_error(value: dict[str, object]) -> None:
     assert_frame_or_protocol_error(json.dumps(value))
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_parse_lone_surrogate_body_invalid(parse: Any) -> None:
+    text = '{"type": "send", "client_id": "a", "conversation": "c", "body": "x\\ud800"}'
+
+    assert_invalid_frame(parse, text)
+
+
+def test_parse_resume_seq_over_64_bits_invalid() -> None:
+    text = (
+        '{"type": "resume", "token": "'
+        + "t" * 32
+        + '", "last_seq": '
+        + str(2**64)
+        + "}"
+    )
+
+    assert_invalid_frame(parse_visitor_frame, text)

@@ -866,10 +866,22 @@ async def test_volunteer_socket_bad_frames(relay: RelayServer) -> None:
     assert ack["seq"] == 1
 
 
-async def test_frame_over_32_kib_closes_1009(relay: RelayServer) -> None:
+async def test_escaped_message_at_limit_accepted(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+    body = "\U0001f600" * 4000
+    # json.dumps escapes each emoji as a 12-byte surrogate pair: 48 KB in all.
+    await chat.visitor.send({"type": "send", "client_id": "emoji", "body": body})
+    ack = await chat.visitor.expect("ack")
+    message = await chat.volunteer.expect("message")
+
+    assert ack["seq"] == 1
+    assert message["body"] == body
+
+
+async def test_frame_over_64_kib_closes_1009(relay: RelayServer) -> None:
     chat = await open_chat(relay, await demo_volunteer(relay))
     sender = await visitor(relay)
-    body = "a" * 32768
+    body = "a" * 65536
     oversized = f'{{"type": "send", "client_id": "big", "body": "{body}"}}'
 
     await send_raw(sender, oversized)

@@ -37,7 +37,7 @@ def load(**variables: str) -> Settings:
         ("volunteer_grace_seconds", 30.0),
         ("default_capacity", 2),
         ("max_message_chars", 4000),
-        ("max_frame_bytes", 32 * 1024),
+        ("max_frame_bytes", 64 * 1024),
         ("session_max_age_seconds", 12 * 3600),
     ],
 )
@@ -98,7 +98,7 @@ def test_load_settings_ignores_other_variables() -> None:
         ("VSO_DEFAULT_CAPACITY", "3", "default_capacity", 3),
         ("VSO_DEFAULT_CAPACITY", "20", "default_capacity", 20),
         ("VSO_MAX_MESSAGE_CHARS", "500", "max_message_chars", 500),
-        ("VSO_MAX_FRAME_BYTES", "2048", "max_frame_bytes", 2048),
+        ("VSO_MAX_FRAME_BYTES", "60000", "max_frame_bytes", 60000),
         ("VSO_SESSION_MAX_AGE_SECONDS", "3600", "session_max_age_seconds", 3600),
     ],
 )
@@ -106,6 +106,20 @@ def test_load_settings_variable_parsed(
     variable: str, raw: str, name: str, expected: object
 ) -> None:
     assert getattr(load(**{variable: raw}), name) == expected
+
+
+def test_load_settings_small_frame_with_short_messages() -> None:
+    settings = load(VSO_MAX_FRAME_BYTES="2048", VSO_MAX_MESSAGE_CHARS="80")
+
+    assert settings.max_frame_bytes == 2048
+
+
+def test_load_settings_frame_too_small_for_messages() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load(VSO_MAX_FRAME_BYTES="2048")
+
+    assert "VSO_MAX_FRAME_BYTES" in str(raised.value)
+    assert "VSO_MAX_MESSAGE_CHARS" in str(raised.value)
 
 
 def test_load_settings_port_sets_default_public_url() -> None:
