@@ -7,14 +7,19 @@ import secrets
 from pathlib import Path
 
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from relay import auth, protocol
-from relay.pages import content_security_policy, make_templates
+from relay.pages import (
+    content_security_policy,
+    make_templates,
+    serving_origin,
+)
 from relay.services import Services, get_services
+from relay.settings import ws_origin
 from relay.store import Volunteer
 from relay.transport import open_peer, receive_frames
 
@@ -29,12 +34,11 @@ USERNAME_MAX_CHARS = 64
 templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
 
 
-def _headers(services: Services) -> dict[str, str]:
+def _headers(request: Request, services: Services) -> dict[str, str]:
+    origin = ws_origin(serving_origin(request, services.settings))
     return {
         "cache-control": "no-store",
-        "content-security-policy": content_security_policy(
-            connect=[services.settings.public_ws_url]
-        ),
+        "content-security-policy": content_security_policy(connect=[origin]),
     }
 
 
@@ -63,7 +67,7 @@ def _login_page(
         "login.html",
         {"csrf_token": services.signer.csrf_token(nonce), "error": error},
         status_code=status_code,
-        headers=_headers(services),
+        headers=_headers(request, services),
     )
     response.set_cookie(
         services.signer.login_cookie,
@@ -88,9 +92,10 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "csrf_token": services.signer.csrf_token(session_id),
-            "ws_url": f"{services.settings.public_ws_url}/dashboard/ws",
+            "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
+            "/dashboard/ws",
         },
-        headers=_headers(services),
+        headers=_headers(request, services),
     )
 
 
@@ -171,6 +176,14 @@ async def logout(request: Request) -> Response:
     return response
 
 
+async def session_status(request: Request) -> Response:
+    """Tell the dashboard script whether its session cookie is still valid."""
+    volunteer, _ = await signed_in_volunteer(request)
+    return JSONResponse(
+        {"signed_in": volunteer is not None}, headers={"cache-control": "no-store"}
+    )
+
+
 async def dashboard_socket(websocket: WebSocket) -> None:
     """Own one dashboard WebSocket from handshake to close.
 
@@ -194,7 +207,13 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     max_chars = services.settings.max_message_chars
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
+    cookie = websocket.cookies.get(services.signer.session_cookie)
+
     async def handle(text: str) -> None:
+        if services.signer.unsign_session(cookie) is None:
+            logger.info("volunteer socket %s: session expired", peer.id)
+            peer.close(protocol.CLOSE_SIGNED_OUT)
+            return
         frame = protocol.parse_volunteer_frame(text, max_chars=max_chars)
         match frame:
             case protocol.Ping():
@@ -224,6 +243,7 @@ routes: list[BaseRoute] = [
     Route("/dashboard", dashboard_page, methods=["GET"]),
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
+    Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(
         STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="dashboard_static"

@@ -105,6 +105,10 @@ class ChatService:
                     continue
                 self._start_volunteer_timer(conversation.volunteer_id)
             self._start_visitor_timer(conversation.id)
+        for volunteer in await self.store.list_available_volunteers():
+            self.pairing.add_volunteer(volunteer.id, volunteer.capacity)
+            self.pairing.set_available(volunteer.id, True)
+            self._start_volunteer_timer(volunteer.id)
         if open_conversations:
             logger.info("restored %d open conversations", len(open_conversations))
 
@@ -128,8 +132,19 @@ class ChatService:
             or self.pairing.volunteer_of(conversation_id) is not None
         )
 
+    def volunteers_available(self) -> bool:
+        """Return True when a volunteer is switched on and connected right now.
+
+        A volunteer inside their reconnection grace period is not counted, so
+        visitors are not queued for someone who may not come back.
+        """
+        return any(
+            self.hub.volunteer_connected(volunteer)
+            for volunteer in self.pairing.available_volunteers()
+        )
+
     def visitor_status_frame(self) -> dict[str, Any]:
-        return {"type": "status", "volunteers_available": self.pairing.any_available()}
+        return {"type": "status", "volunteers_available": self.volunteers_available()}
 
     async def start(self, peer: Peer, site: Site) -> Conversation | None:
         """Open a conversation for a visitor socket and put it in the queue.
@@ -138,7 +153,7 @@ class ChatService:
         visitor is told so at once.
         """
         async with self._pairing_lock:
-            if not self.pairing.any_available():
+            if not self.volunteers_available():
                 peer.send({"type": "unavailable", "emergency": EMERGENCY_NUMBER})
                 return None
             token = secrets.token_urlsafe(32)
@@ -245,6 +260,7 @@ class ChatService:
             self.pairing.add_volunteer(volunteer_id, capacity)
             self.hub.add_volunteer(volunteer_id, peer)
             self._cancel_volunteer_timer(volunteer_id)
+            self._announce_availability()
 
     async def hello(
         self, volunteer_id: int, display_name: str, peer: Peer, last_seq: dict[str, int]
@@ -282,7 +298,9 @@ class ChatService:
                 peer.send(message_frame(message))
 
     async def set_availability(self, volunteer_id: int, available: bool) -> None:
+        """Switch a volunteer's "Available" on or off; it survives a restart."""
         async with self._pairing_lock:
+            await self.store.set_volunteer_available(volunteer_id, available)
             self.pairing.set_available(volunteer_id, available)
             self.hub.to_volunteer(
                 volunteer_id, {"type": "availability", "available": available}
@@ -369,6 +387,7 @@ class ChatService:
         """Forget a dashboard socket; after their last one, start the grace period."""
         if self.hub.remove_volunteer(volunteer_id, peer):
             self._start_volunteer_timer(volunteer_id)
+            self._announce_availability()
 
     async def sign_out(self, volunteer_id: int) -> None:
         """Close the volunteer's sockets and hand their chats back at once."""
@@ -380,6 +399,10 @@ class ChatService:
         """Return a departed volunteer's chats to the front of the queue."""
         async with self._pairing_lock:
             handed_back = self.pairing.release(volunteer_id)
+            try:
+                await self.store.set_volunteer_available(volunteer_id, False)
+            except StoreError:
+                logger.exception("storing volunteer %d as away failed", volunteer_id)
             self.hub.to_volunteer(
                 volunteer_id, {"type": "availability", "available": False}
             )
@@ -559,7 +582,7 @@ class ChatService:
                 )
 
     def _announce_availability(self) -> None:
-        available = self.pairing.any_available()
+        available = self.volunteers_available()
         if available != self._any_available:
             self._any_available = available
             self.hub.to_all_visitors(self.visitor_status_frame())

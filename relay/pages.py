@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import jinja2
+from starlette.requests import HTTPConnection
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from relay.settings import Settings
 
 # Headers every HTTP response carries unless the route set its own.
 DEFAULT_HEADERS: dict[str, str] = {
@@ -47,6 +50,17 @@ def static_url_function(prefix: str, directory: Path) -> Callable[[str], str]:
         return f"{prefix}/{name}?v={digests[name]}"
 
     return static_url
+
+
+def serving_origin(connection: HTTPConnection, settings: Settings) -> str:
+    """Return the origin the browser used, when it is one of the relay's own.
+
+    On loopback both ``localhost`` and ``127.0.0.1`` reach the relay, and cookies
+    and WebSockets must stay on the name the page was loaded from. Any other Host
+    header falls back to ``VSO_PUBLIC_URL``.
+    """
+    origin = f"{connection.url.scheme}://{connection.url.netloc}"
+    return origin if origin in settings.own_origins else settings.public_origin
 
 
 def content_security_policy(

@@ -110,6 +110,12 @@ class Pairing:
         """Return True when at least one volunteer has "Available" switched on."""
         return any(slot.available for slot in self._volunteers.values())
 
+    def available_volunteers(self) -> list[int]:
+        """Return the volunteers whose "Available" switch is on."""
+        return [
+            volunteer for volunteer, slot in self._volunteers.items() if slot.available
+        ]
+
     def conversations_of(self, volunteer: int) -> list[str]:
         """Return the conversations assigned to a volunteer, oldest first."""
         slot = self._volunteers.get(volunteer)

@@ -18,8 +18,14 @@ logger = logging.getLogger("relay.settings")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def ws_origin(http_origin: str) -> str:
+    """Return the WebSocket origin for an http or https origin."""
+    scheme, _, rest = http_origin.partition("://")
+    return ("wss://" if scheme == "https" else "ws://") + rest
+
+
 class SettingsError(ValueError):
-    """A ``VSO_*`` variable holds a value the relay cannot run with."""
+    """A ``VSO_*`` variable contains a value the relay cannot run with."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,10 +75,7 @@ class Settings:
     @property
     def public_ws_url(self) -> str:
         """Return ``public_url`` with the WebSocket scheme."""
-        base = self.public_url.rstrip("/")
-        if base.startswith("https://"):
-            return "wss://" + base.removeprefix("https://")
-        return "ws://" + base.removeprefix("http://")
+        return ws_origin(self.public_url.rstrip("/"))
 
 
 def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
@@ -132,7 +135,7 @@ def _load_or_create_secret(database: Path) -> str:
         key = path.read_text(encoding="utf-8").strip()
         if len(key) < 32:
             raise SettingsError(
-                f"{path} holds a secret key shorter than 32 characters;"
+                f"{path} contains a secret key shorter than 32 characters;"
                 " delete it to have a new one generated."
             )
         return key

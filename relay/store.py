@@ -81,6 +81,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT);
     INSERT INTO health (id, checked_at) VALUES (1, NULL);
     """,
+    # 2: the "Available" switch, so that a restart does not turn volunteers off.
+    """
+    ALTER TABLE volunteers ADD COLUMN available INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -332,6 +336,20 @@ class Store:
 
     async def list_volunteers(self) -> list[Volunteer]:
         rows = await self._fetchall("SELECT * FROM volunteers ORDER BY username")
+        return [_volunteer(row) for row in rows]
+
+    async def set_volunteer_available(self, volunteer_id: int, available: bool) -> None:
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE volunteers SET available = ? WHERE id = ?",
+                (int(available), volunteer_id),
+            )
+
+    async def list_available_volunteers(self) -> list[Volunteer]:
+        """Return the active volunteers whose "Available" switch was on."""
+        rows = await self._fetchall(
+            "SELECT * FROM volunteers WHERE available = 1 AND active = 1"
+        )
         return [_volunteer(row) for row in rows]
 
     async def update_password_hash(self, volunteer_id: int, password_hash: str) -> None:

@@ -284,3 +284,25 @@ async def test_tampered_cookie_shows_sign_in(relay: RelayServer) -> None:
 
     assert page.status_code == 200
     assert is_sign_in_page(page.text)
+
+
+async def test_session_endpoint_signed_in(relay: RelayServer) -> None:
+    assert relay.demo_password is not None
+    cookie = await relay.sign_in("demo", relay.demo_password)
+
+    async with session_client(relay, cookie) as client:
+        response = await client.get("/dashboard/session")
+
+    assert response.json() == {"signed_in": True}
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_session_endpoint_after_sign_out(relay: RelayServer) -> None:
+    assert relay.demo_password is not None
+    cookie = await relay.sign_in("demo", relay.demo_password)
+    await sign_out(relay, cookie)
+
+    async with session_client(relay, cookie) as client:
+        response = await client.get("/dashboard/session")
+
+    assert response.json() == {"signed_in": False}

@@ -54,3 +54,34 @@ def test_conversation_from_demo_page_to_dashboard(
     expect(chat.get_by_text("This chat has ended.")).to_be_visible()
     expect(panel.get_by_text("This chat has ended", exact=True)).to_be_visible()
     expect(panel.get_by_text("The visitor ended the chat.")).to_be_visible()
+
+
+def test_waiting_visitor_sees_nobody_available(
+    relay: RelayServer, browser: Browser
+) -> None:
+    volunteer = browser.new_context().new_page()
+    visitor = browser.new_context().new_page()
+    sign_in(volunteer, relay)
+    switch = volunteer.get_by_role("switch", name="Available")
+    switch.check()
+    chat = open_chat(visitor, relay)
+    chat.get_by_role("button", name="Start chat").click()
+    expect(chat.get_by_text("You are number 1 in the queue.")).to_be_visible()
+
+    switch.uncheck()
+
+    notice = chat.get_by_text("No volunteer is available at the moment.", exact=False)
+    expect(notice).to_be_visible()
+    expect(chat.get_by_text("You are number 1 in the queue.")).to_be_visible()
+
+
+def test_signed_out_dashboard_says_so(relay: RelayServer, browser: Browser) -> None:
+    context = browser.new_context()
+    first = context.new_page()
+    second = context.new_page()
+    sign_in(first, relay)
+    second.goto(f"{relay.base_url}/dashboard")
+
+    first.get_by_role("button", name="Sign out").click()
+
+    expect(second.get_by_text("You have been signed out.")).to_be_visible()

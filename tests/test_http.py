@@ -192,3 +192,22 @@ def test_demo_switched_off_404(tmp_path: Path) -> None:
 
     assert demo.status_code == 404
     assert chat.status_code == 200
+
+
+def test_localhost_pages_use_localhost(server: RelayServer) -> None:
+    host = f"localhost:{server.port}"
+
+    dashboard = httpx.get(f"{server.base_url}/dashboard", headers={"host": host})
+    demo = httpx.get(f"{server.base_url}/demo", headers={"host": host})
+
+    assert f"ws://{host}" in dashboard.headers["content-security-policy"]
+    assert f'src="http://{host}/widget/loader.js"' in demo.text
+
+
+def test_foreign_host_uses_public_url(server: RelayServer) -> None:
+    response = httpx.get(
+        f"{server.base_url}/dashboard", headers={"host": "evil.example"}
+    )
+
+    assert "evil.example" not in response.headers["content-security-policy"]
+    assert server.ws_url in response.headers["content-security-policy"]

@@ -1119,3 +1119,64 @@ async def test_log_at_info_omits_bodies_and_addresses(tmp_path: Path) -> None:
 
     assert marker not in log
     assert client_ports_in(log, relay.port) == set()
+
+
+async def test_restart_keeps_availability(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, volunteer_grace_seconds="60") as relay:
+        assert relay.demo_password is not None
+        cookie = await relay.sign_in("demo", relay.demo_password)
+        await available_volunteer(relay, cookie)
+
+        await asyncio.to_thread(relay.stop)
+        await asyncio.to_thread(relay.start)
+        dashboard = await volunteer(relay, cookie, hello=False)
+        await dashboard.send({"type": "hello", "last_seq": {}})
+        state = await dashboard.expect("state")
+        client = await visitor(relay)
+        await client.send({"type": "start"})
+        started = await client.expect("started")
+
+        assert state["available"] is True
+        assert started["conversation"]
+
+
+# Who counts as available
+
+
+async def test_waiting_visitor_told_nobody_left(relay: RelayServer) -> None:
+    dashboard = await demo_volunteer(relay)
+    waiting, _ = await started_visitor(relay)
+
+    await dashboard.send({"type": "availability", "available": False})
+    status = await waiting.expect("status")
+
+    assert status["volunteers_available"] is False
+
+
+async def test_disconnected_volunteer_not_counted(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, volunteer_grace_seconds="60") as relay:
+        dashboard = await demo_volunteer(relay)
+        idle = await visitor(relay)
+
+        await dashboard.close()
+        status = await idle.expect("status")
+        await idle.send({"type": "start"})
+        answer = await idle.expect("unavailable")
+
+        assert status["volunteers_available"] is False
+        assert answer["emergency"] == "112"
+
+
+async def test_reconnected_volunteer_counted_again(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, volunteer_grace_seconds="60") as relay:
+        assert relay.demo_password is not None
+        cookie = await relay.sign_in("demo", relay.demo_password)
+        dashboard = await available_volunteer(relay, cookie)
+        idle = await visitor(relay)
+
+        await dashboard.close()
+        await idle.expect("status", volunteers_available=False)
+        await volunteer(relay, cookie)
+        status = await idle.expect("status")
+
+        assert status["volunteers_available"] is True

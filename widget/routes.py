@@ -14,9 +14,14 @@ from starlette.websockets import WebSocket
 from relay import protocol
 from relay.conversations import EMERGENCY_NUMBER
 from relay.demo import DEMO_SITE_KEY
-from relay.pages import content_security_policy, make_templates
+from relay.pages import (
+    content_security_policy,
+    make_templates,
+    serving_origin,
+)
 from relay.protocol import ProtocolError
 from relay.services import Services, get_services
+from relay.settings import ws_origin
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
 
@@ -32,11 +37,11 @@ templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
 NO_STORE = {"cache-control": "no-store"}
 
 
-def _page_headers(services: Services, frame_ancestors: list[str]) -> dict[str, str]:
+def _page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
     return {
         **NO_STORE,
         "content-security-policy": content_security_policy(
-            connect=[services.settings.public_ws_url], frame_ancestors=frame_ancestors
+            connect=[ws_origin(origin)], frame_ancestors=frame_ancestors
         ),
     }
 
@@ -64,7 +69,8 @@ async def chat_page(request: Request) -> Response:
     site = await _site_from_query(request)
     if site is None:
         return _not_found(request, "This chat link is not valid. Check the address.")
-    ws_url = f"{services.settings.public_ws_url}/chat/ws?site={site.key}"
+    origin = serving_origin(request, services.settings)
+    ws_url = f"{ws_origin(origin)}/chat/ws?site={site.key}"
     return templates.TemplateResponse(
         request,
         "chat.html",
@@ -74,7 +80,7 @@ async def chat_page(request: Request) -> Response:
             "emergency_number": EMERGENCY_NUMBER,
             "lang": "en",
         },
-        headers=_page_headers(services, ["'self'", *site.origins]),
+        headers=_page_headers(origin, ["'self'", *site.origins]),
     )
 
 
@@ -96,7 +102,7 @@ async def demo_page(request: Request) -> Response:
     site = await services.store.get_site_by_key(DEMO_SITE_KEY)
     if not services.settings.demo or site is None:
         return _not_found(request, "The demo is switched off on this server.")
-    public_url = services.settings.public_url
+    public_url = serving_origin(request, services.settings)
     return templates.TemplateResponse(
         request,
         "demo.html",

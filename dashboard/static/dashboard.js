@@ -21,6 +21,7 @@ const QUEUE_NOTICE_MS = 12_000;
 const CLOSE_CODE_SIGNED_OUT = 4001;
 const BASE_TITLE = 'Dashboard';
 const SIGN_IN_PATH = '/dashboard';
+const SESSION_PATH = '/dashboard/session';
 
 // 64 characters, so a random byte masked with 63 picks each one with equal chance.
 const CLIENT_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-';
@@ -206,6 +207,7 @@ function handleClose(socket, event) {
   if (socket !== connection.socket) {
     return;
   }
+  const wasOpen = connection.open;
   dropSocket();
   if (event.code === CLOSE_CODE_SIGNED_OUT) {
     showSignedOut();
@@ -213,6 +215,23 @@ function handleClose(socket, event) {
   }
   console.info(`Dashboard WebSocket closed with code ${event.code}; reconnecting`);
   scheduleReconnect();
+  if (!wasOpen) {
+    // A refused handshake looks like a network failure to scripts; the relay
+    // refuses it when the session has expired, so ask whether it still exists.
+    checkSession();
+  }
+}
+
+async function checkSession() {
+  try {
+    const response = await fetch(SESSION_PATH, { cache: 'no-store', credentials: 'same-origin' });
+    const body = await response.json();
+    if (body.signed_in === false) {
+      showSignedOut();
+    }
+  } catch (error) {
+    console.info('Could not check the session; the relay may be down', error);
+  }
 }
 
 // Forgets the current socket and everything that only made sense while it was open.

@@ -43,6 +43,7 @@ const dom = {
   waitingText: getElement("waiting-text"),
   queueLine: getElement("queue-line"),
   requeuedText: getElement("requeued-text"),
+  waitingUnavailable: getElement("waiting-unavailable"),
   chattingState: getElement("chatting-state"),
   volunteerHeading: getElement("volunteer-heading"),
   transcript: getElement("transcript"),
@@ -676,6 +677,7 @@ function render() {
   dom.waitingState.hidden = phase !== "waiting";
   dom.waitingText.hidden = state.requeued;
   dom.requeuedText.hidden = !state.requeued;
+  dom.waitingUnavailable.hidden = !noVolunteers;
   dom.queueLine.hidden = state.queuePosition === null;
   for (const element of document.querySelectorAll(".queue-position")) {
     setText(element, state.queuePosition === null ? "" : formatNumber(state.queuePosition));

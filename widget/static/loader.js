@@ -73,7 +73,8 @@
       frame.focus();
     });
     narrow.addEventListener("change", layOut);
-    document.body.append(host);
+    // Not body: a transform on body would trap the fixed panel inside it.
+    document.documentElement.append(host);
   };
 
   const setUp = () => {
