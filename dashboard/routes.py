@@ -128,12 +128,13 @@ async def login(request: Request) -> Response:
     volunteer = await services.store.get_volunteer_by_username(username)
     known = volunteer is not None and volunteer.active
     hash_to_check = volunteer.password_hash if volunteer and known else None
-    if not auth.verify_password(hash_to_check, password) or volunteer is None:
+    verified = await auth.verify_password_async(hash_to_check, password)
+    if not verified or volunteer is None:
         logger.info("sign-in failed")
         return _login_page(request, services, "The username or password is wrong.", 401)
     if auth.needs_rehash(volunteer.password_hash):
         await services.store.update_password_hash(
-            volunteer.id, auth.hash_password(password)
+            volunteer.id, await auth.hash_password_async(password)
         )
     session_id = auth.new_session_id()
     await services.store.create_session(session_id, volunteer.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -50,6 +51,23 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+# Each check takes about 64 MiB and a third of a second of CPU, so at most two
+# run at once, in threads, and the event loop keeps serving chats meanwhile.
+_hash_slots = asyncio.Semaphore(2)
+
+
+async def verify_password_async(password_hash: str | None, password: str) -> bool:
+    """Run ``verify_password`` in a worker thread, two at a time at most."""
+    async with _hash_slots:
+        return await asyncio.to_thread(verify_password, password_hash, password)
+
+
+async def hash_password_async(password: str) -> str:
+    """Run ``hash_password`` in a worker thread, two at a time at most."""
+    async with _hash_slots:
+        return await asyncio.to_thread(hash_password, password)
 
 
 def needs_rehash(password_hash: str) -> bool:
