@@ -41,8 +41,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
-def message_frame(message: Message) -> dict[str, Any]:
-    return {
+def message_frame(message: Message, author: str | None) -> dict[str, Any]:
+    """Return the ``message`` frame; ``author`` is the writing volunteer's name."""
+    frame = {
         "type": "message",
         "conversation": message.conversation_id,
         "seq": message.seq,
@@ -51,6 +52,9 @@ def message_frame(message: Message) -> dict[str, Any]:
         "sent_at": message.created_at,
         "client_id": message.client_id,
     }
+    if message.sender == "volunteer" and author is not None:
+        frame["author"] = author
+    return frame
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,7 @@ class ChatService:
                     }
                 )
             for message in await self.store.messages_after(current.id, last_seq):
-                peer.send(message_frame(message))
+                peer.send(message_frame(message, await self._author(message)))
             was_connected = self.hub.visitor_connected(current.id)
             self.hub.add_visitor(current.id, peer)
             self._cancel_visitor_timer(current.id)
@@ -295,7 +299,7 @@ class ChatService:
         for conversation_id in conversations:
             seen = last_seq.get(conversation_id, 0)
             for message in await self.store.messages_after(conversation_id, seen):
-                peer.send(message_frame(message))
+                peer.send(await self._volunteer_frame(message, volunteer_id))
 
     async def set_availability(self, volunteer_id: int, available: bool) -> None:
         """Switch a volunteer's "Available" on or off; it survives a restart."""
@@ -358,7 +362,8 @@ class ChatService:
                 )
                 # Messages the visitor wrote while waiting.
                 for message in await self.store.messages_after(conversation_id, 0):
-                    self.hub.to_volunteer(volunteer_id, message_frame(message))
+                    frame = await self._volunteer_frame(message, volunteer_id)
+                    self.hub.to_volunteer(volunteer_id, frame)
                 self.hub.to_visitor(
                     conversation_id,
                     {
@@ -516,7 +521,12 @@ class ChatService:
                 "client_id": send.client_id,
                 "seq": message.seq,
             }
-            frame = message_frame(message)
+            author = (
+                await self._display_name(volunteer_id)
+                if volunteer_id is not None
+                else None
+            )
+            frame = message_frame(message, author)
             volunteer = self.pairing.volunteer_of(conversation_id)
             # Every socket of both sides gets the acknowledgement and the message;
             # a retried send is acknowledged again but delivered only once.
@@ -527,13 +537,27 @@ class ChatService:
             if created:
                 self.hub.to_visitor(conversation_id, frame)
                 if volunteer is not None:
-                    self.hub.to_volunteer(volunteer, frame)
+                    mine = sender == "volunteer" and volunteer_id == volunteer
+                    self.hub.to_volunteer(volunteer, {**frame, "mine": mine})
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         lock = self._conversation_locks.get(conversation_id)
         if lock is None:
             lock = self._conversation_locks[conversation_id] = asyncio.Lock()
         return lock
+
+    async def _author(self, message: Message) -> str | None:
+        if message.volunteer_id is None:
+            return None
+        return await self._display_name(message.volunteer_id)
+
+    async def _volunteer_frame(
+        self, message: Message, recipient: int
+    ) -> dict[str, Any]:
+        """Return a message frame for a dashboard, with ``mine`` for its own replies."""
+        frame = message_frame(message, await self._author(message))
+        frame["mine"] = message.volunteer_id == recipient
+        return frame
 
     async def _display_name(self, volunteer_id: int) -> str:
         name = self._display_names.get(volunteer_id)

@@ -148,6 +148,8 @@ class Message:
     client_id: str
     body: str
     created_at: str
+    # Internal: the volunteer who wrote it, never sent to a visitor.
+    volunteer_id: int | None = None
 
 
 def _volunteer(row: sqlite3.Row) -> Volunteer:
@@ -196,6 +198,7 @@ def _message(row: sqlite3.Row) -> Message:
         client_id=row["client_id"],
         body=row["body"],
         created_at=row["created_at"],
+        volunteer_id=row["volunteer_id"],
     )
 
 
@@ -538,6 +541,7 @@ class Store:
                 client_id=client_id,
                 body=body,
                 created_at=utc_now(),
+                volunteer_id=volunteer_id,
             )
             await tx.execute(
                 "INSERT INTO messages"

@@ -1180,3 +1180,28 @@ async def test_reconnected_volunteer_counted_again(tmp_path: Path) -> None:
         status = await idle.expect("status")
 
         assert status["volunteers_available"] is True
+
+
+# Authors after a hand-back
+
+
+async def test_handed_back_chat_names_earlier_author(relay: RelayServer) -> None:
+    alex = await second_volunteer(relay)
+    chat = await open_chat(relay, await demo_volunteer(relay))
+    await chat.volunteer.send(volunteer_send(chat.conversation, "o-1", "Hello."))
+    await chat.visitor.expect("message", seq=1)
+
+    await chat.volunteer.close()
+    await chat.visitor.expect("requeued", timeout=GRACE_SECONDS + 5)
+    await alex.send({"type": "accept", "conversation": chat.conversation})
+    earlier = await alex.expect("message", seq=1)
+    await alex.send(volunteer_send(chat.conversation, "a-1", "I am here now."))
+    own = await alex.expect("message", seq=2)
+    seen_by_visitor = await chat.visitor.expect("message", seq=2)
+
+    assert earlier["author"] == "Sam"
+    assert earlier["mine"] is False
+    assert own["author"] == "Alex"
+    assert own["mine"] is True
+    assert seen_by_visitor["author"] == "Alex"
+    assert "mine" not in seen_by_visitor

@@ -1143,14 +1143,31 @@ function renderMessage(chat, message) {
       pending.element.remove();
     }
   }
-  const element = buildMessageElement(message.sender, String(message.body ?? ''), parseTime(message.sent_at));
+  const element = buildMessageElement(
+    message.sender,
+    String(message.body ?? ''),
+    parseTime(message.sent_at),
+    senderLabel(message),
+  );
   placeMessage(chat, element, message.seq);
   if (message.sender === 'visitor') {
     countUnread(chat);
   }
 }
 
-function buildMessageElement(sender, body, sentAt) {
+// Replies written before a hand-back came from another volunteer; the relay marks the
+// volunteer's own replies with mine=true.
+function senderLabel(message) {
+  if (message.sender === 'visitor') {
+    return 'Visitor';
+  }
+  if (message.mine === false) {
+    return typeof message.author === 'string' ? `${message.author} (earlier volunteer)` : 'Earlier volunteer';
+  }
+  return 'You';
+}
+
+function buildMessageElement(sender, body, sentAt, label = null) {
   const fromVisitor = sender === 'visitor';
   const element = document.createElement('article');
   element.className = fromVisitor ? 'message from-visitor' : 'message from-you';
@@ -1159,7 +1176,7 @@ function buildMessageElement(sender, body, sentAt) {
   meta.className = 'message-meta';
   const senderName = document.createElement('span');
   senderName.className = 'message-sender';
-  senderName.textContent = fromVisitor ? 'Visitor' : 'You';
+  senderName.textContent = label ?? (fromVisitor ? 'Visitor' : 'You');
   meta.append(senderName, ' ', buildTimeElement(sentAt));
 
   const text = document.createElement('p');

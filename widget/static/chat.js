@@ -319,7 +319,8 @@ function handleMessageFrame(frame) {
     item = pending.item;
     markDelivered(item, sentAt);
   } else {
-    item = createMessageItem(sender, body, sentAt);
+    const author = typeof frame.author === "string" ? frame.author : null;
+    item = createMessageItem(sender, body, sentAt, author);
   }
   placeMessage(item, seq);
 }
@@ -545,16 +546,15 @@ function countCharacters(text) {
 
 // ---- Transcript ----
 
-function createMessageItem(sender, body, sentAt) {
+function createMessageItem(sender, body, sentAt, volunteerName = null) {
   const item = document.createElement("div");
   item.className = `message message-${sender}`;
   const meta = document.createElement("p");
   meta.className = "message-meta";
   const author = document.createElement("span");
   author.className = "message-author";
-  // NOTE: frames name only the current volunteer, so after a requeue and a reload the
-  // earlier volunteer's messages carry the new volunteer's name.
-  author.textContent = sender === "visitor" ? "You" : state.volunteerName || "Volunteer";
+  // The relay names the volunteer who wrote each reply, which matters after a hand-back.
+  author.textContent = sender === "visitor" ? "You" : volunteerName || state.volunteerName || "Volunteer";
   const time = document.createElement("time");
   time.className = "message-time";
   const status = document.createElement("span");
