@@ -260,8 +260,9 @@ async def test_message_volunteer_to_visitor(relay: RelayServer) -> None:
     assert delivered["sender"] == "volunteer"
     assert delivered["body"] == "I am here."
     assert delivered["seq"] == 1
-    # The visitor's copy carries nothing that identifies the volunteer.
-    assert set(delivered) == MESSAGE_FIELDS | {"client_id"}
+    # The visitor's copy names the volunteer only by their display name.
+    assert set(delivered) == MESSAGE_FIELDS | {"client_id", "author"}
+    assert delivered["author"] == "Sam"
 
 
 async def test_body_trimmed_and_4000_chars_accepted(relay: RelayServer) -> None:
@@ -300,7 +301,11 @@ async def test_messages_interleaved_keep_order(relay: RelayServer) -> None:
     ]
     assert visitor_seqs == list(range(1, 2 * count + 1))
     assert volunteer_seqs == list(range(1, 2 * count + 1))
-    assert seen_by_visitor == seen_by_volunteer
+    # Dashboards also get ``mine``; everything else is the same frame.
+    assert seen_by_visitor == [
+        {key: value for key, value in frame.items() if key != "mine"}
+        for frame in seen_by_volunteer
+    ]
     assert visitor_order == [f"v-{index}" for index in range(count)]
     assert volunteer_order == [f"o-{index}" for index in range(count)]
 
