@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from relay import auth
 from relay.settings import Settings
+from relay.sites import DEFAULT_EXIT_URL
 from relay.store import Store
 
 logger = logging.getLogger("relay.demo")
@@ -29,7 +30,10 @@ async def ensure_demo(store: Store, settings: Settings) -> DemoAccount | None:
     if await store.list_sites() or await store.list_volunteers():
         return None
     await store.add_site(
-        DEMO_SITE_KEY, "Demo partner site", sorted(settings.own_origins)
+        DEMO_SITE_KEY,
+        "Demo partner site",
+        sorted(settings.own_origins),
+        DEFAULT_EXIT_URL,
     )
     password = secrets.token_urlsafe(12)
     await store.add_volunteer(

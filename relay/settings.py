@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
+from relay.crypto import DataCipher
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -45,6 +46,11 @@ class Settings:
     max_message_chars: int = 4000
     max_frame_bytes: int = 64 * 1024
     session_max_age_seconds: int = 12 * 3600
+    data_key: str = ""
+    data_key_file: Path | None = None
+    retention_days: int = 30
+    purge_interval_seconds: float = 3600.0
+    block_seconds: int = 3600
 
     @property
     def public_origin(self) -> str:
@@ -226,6 +232,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"VSO_MAX_FRAME_BYTES={max_frame} cannot carry a message of"
             f" VSO_MAX_MESSAGE_CHARS={max_chars} characters written as JSON escapes;"
             f" use at least {needed} bytes or fewer characters."
+        )
+    if "VSO_DATA_KEY" in env:
+        try:
+            DataCipher.from_text(env["VSO_DATA_KEY"])
+        except ValueError as error:
+            raise SettingsError(f"VSO_DATA_KEY is invalid: {error}") from None
+        values["data_key"] = env["VSO_DATA_KEY"].strip()
+    if "VSO_DATA_KEY_FILE" in env:
+        if not env["VSO_DATA_KEY_FILE"].strip():
+            raise SettingsError("VSO_DATA_KEY_FILE is empty; give a file path.")
+        values["data_key_file"] = Path(env["VSO_DATA_KEY_FILE"].strip())
+    if "VSO_RETENTION_DAYS" in env:
+        values["retention_days"] = _parse_int(
+            "VSO_RETENTION_DAYS", env["VSO_RETENTION_DAYS"], 0, 3650
+        )
+    if "VSO_PURGE_INTERVAL_SECONDS" in env:
+        values["purge_interval_seconds"] = _parse_seconds(
+            "VSO_PURGE_INTERVAL_SECONDS", env["VSO_PURGE_INTERVAL_SECONDS"]
+        )
+    if "VSO_BLOCK_SECONDS" in env:
+        values["block_seconds"] = _parse_int(
+            "VSO_BLOCK_SECONDS", env["VSO_BLOCK_SECONDS"], 60, 7 * 86400
         )
     database = values.get("database", Settings.database)
     database_path = Path(str(database))

@@ -8,6 +8,31 @@ import re
 import secrets
 from urllib.parse import urlsplit
 
+# Where Quick exit sends a visitor unless the site sets its own address: a page
+# that looks ordinary on anyone's screen and is reachable from everywhere.
+DEFAULT_EXIT_URL = "https://www.google.com/"
+EXIT_URL_MAX_CHARS = 500
+
+
+def check_exit_url(text: str) -> str:
+    """Return a Quick exit address; raise ``ValueError`` unless it is a plain
+    absolute http or https URL without user name or password."""
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{text!r} is not an http or https address; write it as"
+            " https://www.example.org/."
+        )
+    if parts.username or parts.password:
+        raise ValueError(f"{text!r} contains a user name; use a plain address.")
+    if len(url) > EXIT_URL_MAX_CHARS or any(char.isspace() for char in url):
+        raise ValueError(
+            f"The exit address must be at most {EXIT_URL_MAX_CHARS} characters"
+            " without spaces."
+        )
+    return url
+
 
 def new_site_key() -> str:
     return secrets.token_urlsafe(12)

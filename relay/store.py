@@ -21,6 +21,9 @@ from typing import Any
 
 import aiosqlite
 
+from relay.crypto import PREFIX as SEALED_PREFIX
+from relay.crypto import DataCipher, DecryptionError
+
 logger = logging.getLogger("relay.store")
 
 MIGRATIONS: tuple[str, ...] = (
@@ -85,6 +88,32 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE volunteers ADD COLUMN available INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: each site's Quick exit address, and counts that outlive deleted chats.
+    """
+    ALTER TABLE sites ADD COLUMN exit_url TEXT NOT NULL
+        DEFAULT 'https://www.google.com/';
+    CREATE TABLE conversation_counts (
+        day TEXT NOT NULL,
+        site_id INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        status TEXT NOT NULL,
+        end_reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, site_id, channel, status, end_reason)
+    );
+    """,
+)
+
+# Copies the conversations a deletion is about to remove into the daily counts.
+# The caller appends the WHERE clause that selects them.
+_COUNT_BEFORE_DELETE = (
+    "INSERT INTO conversation_counts"
+    " (day, site_id, channel, status, end_reason, count)"
+    " SELECT substr(created_at, 1, 10), site_id, channel, status,"
+    " COALESCE(end_reason, ''), COUNT(*) FROM conversations {where}"
+    " GROUP BY 1, 2, 3, 4, 5"
+    " ON CONFLICT (day, site_id, channel, status, end_reason)"
+    " DO UPDATE SET count = count + excluded.count"
 )
 
 
@@ -120,6 +149,7 @@ class Site:
     name: str
     origins: tuple[str, ...]
     created_at: str
+    exit_url: str
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,7 @@ def _site(row: sqlite3.Row) -> Site:
         name=row["name"],
         origins=tuple(json.loads(row["origins"])),
         created_at=row["created_at"],
+        exit_url=row["exit_url"],
     )
 
 
@@ -190,28 +221,28 @@ def _conversation(row: sqlite3.Row) -> Conversation:
     )
 
 
-def _message(row: sqlite3.Row) -> Message:
-    return Message(
-        conversation_id=row["conversation_id"],
-        seq=row["seq"],
-        sender=row["sender"],
-        client_id=row["client_id"],
-        body=row["body"],
-        created_at=row["created_at"],
-        volunteer_id=row["volunteer_id"],
-    )
+def _message_context(conversation_id: str, seq: int) -> str:
+    """Return the associated data that binds a sealed body to its row."""
+    return f"message:{conversation_id}:{seq}"
 
 
 class Store:
-    """One SQLite database file, opened with ``await Store.open(path)``."""
+    """One SQLite database file, opened with ``await Store.open(path)``.
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    Message bodies are sealed with ``cipher`` on write and opened on read; a
+    store opened without one handles everything but messages.
+    """
+
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, cipher: DataCipher | None
+    ) -> None:
         self._db = db
         self._path = path
+        self._cipher = cipher
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, cipher: DataCipher | None = None) -> Store:
         """Open (creating if needed) the database and apply pending migrations."""
         # Only the relay's user may read the conversations; SQLite gives the
         # -wal and -shm files the database file's mode.
@@ -223,7 +254,7 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"Cannot open the database {path}: {error}") from error
         db.row_factory = sqlite3.Row
-        store = cls(db, path)
+        store = cls(db, path, cipher)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
@@ -385,12 +416,14 @@ class Store:
 
     # Sites
 
-    async def add_site(self, key: str, name: str, origins: list[str]) -> Site:
+    async def add_site(
+        self, key: str, name: str, origins: list[str], exit_url: str
+    ) -> Site:
         async with self._transaction() as tx:
             cursor = await tx.execute(
-                "INSERT INTO sites (key, name, origins, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                (key, name, json.dumps(origins), utc_now()),
+                "INSERT INTO sites (key, name, origins, created_at, exit_url)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key, name, json.dumps(origins), utc_now(), exit_url),
             )
             site_id = cursor.lastrowid
         row = await self._fetchone("SELECT * FROM sites WHERE id = ?", (site_id,))
@@ -526,7 +559,7 @@ class Store:
                 (conversation_id, sender, client_id),
             )
             if row is not None:
-                return _message(row), False
+                return self._message(row), False
             seq_row = await tx.fetchone(
                 "UPDATE conversations SET last_seq = last_seq + 1"
                 " WHERE id = ? AND status IN ('queued', 'active') RETURNING last_seq",
@@ -553,7 +586,7 @@ class Store:
                     message.sender,
                     volunteer_id,
                     message.client_id,
-                    message.body,
+                    self._seal(message.body, conversation_id, message.seq),
                     message.created_at,
                 ),
             )
@@ -565,7 +598,112 @@ class Store:
             "SELECT * FROM messages WHERE conversation_id = ? AND seq > ? ORDER BY seq",
             (conversation_id, seq),
         )
-        return [_message(row) for row in rows]
+        return [self._message(row) for row in rows]
+
+    def _seal(self, body: str, conversation_id: str, seq: int) -> str:
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        return self._cipher.encrypt(body, _message_context(conversation_id, seq))
+
+    def _message(self, row: sqlite3.Row) -> Message:
+        body: str = row["body"]
+        # Bodies written before encryption at rest stay readable until
+        # `vso rotate-key` seals them.
+        if body.startswith(SEALED_PREFIX + ":"):
+            if self._cipher is None:
+                raise StoreError("The store was opened without a data key.")
+            try:
+                body = self._cipher.decrypt(
+                    body, _message_context(row["conversation_id"], row["seq"])
+                )
+            except DecryptionError as error:
+                raise StoreError(
+                    f"Message {row['seq']} of {row['conversation_id']} cannot be"
+                    f" decrypted: {error}"
+                ) from error
+        return Message(
+            conversation_id=row["conversation_id"],
+            seq=row["seq"],
+            sender=row["sender"],
+            client_id=row["client_id"],
+            body=body,
+            created_at=row["created_at"],
+            volunteer_id=row["volunteer_id"],
+        )
+
+    async def reseal_messages(self, batch: int = 500) -> int:
+        """Seal every body not sealed with the current key; return how many.
+
+        Works in transactions of ``batch`` rows, so a relay can keep running.
+        Raises ``StoreError`` when a body cannot be decrypted with any key.
+        """
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        prefix = f"{SEALED_PREFIX}:{self._cipher.current_key_id}:"
+        total = 0
+        while True:
+            async with self._transaction() as tx:
+                rows = await tx.fetchall(
+                    "SELECT * FROM messages WHERE substr(body, 1, ?) != ? LIMIT ?",
+                    (len(prefix), prefix, batch),
+                )
+                for row in rows:
+                    message = self._message(row)
+                    await tx.execute(
+                        "UPDATE messages SET body = ?"
+                        " WHERE conversation_id = ? AND seq = ?",
+                        (
+                            self._seal(
+                                message.body, message.conversation_id, message.seq
+                            ),
+                            message.conversation_id,
+                            message.seq,
+                        ),
+                    )
+            total += len(rows)
+            if len(rows) < batch:
+                return total
+
+    # Deletion and retention
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete a closed conversation and its messages, keeping it in the counts.
+
+        Returns False, deleting nothing, when it is unknown or still open.
+        """
+        where = "WHERE id = ? AND status IN ('ended', 'abandoned')"
+        async with self._transaction() as tx:
+            await tx.execute(
+                _COUNT_BEFORE_DELETE.format(where=where), (conversation_id,)
+            )
+            cursor = await tx.execute(
+                f"DELETE FROM conversations {where}", (conversation_id,)
+            )
+            return cursor.rowcount == 1
+
+    async def purge_closed_before(self, cutoff: str) -> int:
+        """Delete conversations that closed before ``cutoff`` (ISO 8601 UTC).
+
+        Their messages go with them; the daily counts keep their number. Returns
+        how many conversations were deleted.
+        """
+        where = "WHERE status IN ('ended', 'abandoned') AND ended_at < ?"
+        async with self._transaction() as tx:
+            await tx.execute(_COUNT_BEFORE_DELETE.format(where=where), (cutoff,))
+            cursor = await tx.execute(f"DELETE FROM conversations {where}", (cutoff,))
+            return int(cursor.rowcount)
+
+    async def conversation_counts(self) -> list[tuple[str, int, str, str, str, int]]:
+        """Return the counts of deleted conversations, as (day, site id, channel,
+        status, end reason, count) rows in day order."""
+        rows = await self._fetchall(
+            "SELECT day, site_id, channel, status, end_reason, count"
+            " FROM conversation_counts ORDER BY day, site_id, channel, status,"
+            " end_reason"
+        )
+        return [
+            (row[0], int(row[1]), row[2], row[3], row[4], int(row[5])) for row in rows
+        ]
 
 
 class _Tx:
@@ -583,6 +721,12 @@ class _Tx:
         async with self._db.execute(sql, params) as cursor:
             row: sqlite3.Row | None = await cursor.fetchone()
             return row
+
+    async def fetchall(
+        self, sql: str, params: tuple[Any, ...] = ()
+    ) -> list[sqlite3.Row]:
+        async with self._db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
 
     async def executescript_in_transaction(self, script: str) -> None:
         """Run each statement of a script; ``executescript`` would commit first."""
