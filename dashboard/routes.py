@@ -125,6 +125,15 @@ async def login(request: Request) -> Response:
     password = form.get("password", "")
     if not username or not password or len(username) > USERNAME_MAX_CHARS:
         return _login_page(request, services, "Enter your username and password.", 400)
+    if not services.guard.allow_sign_in(username):
+        logger.warning("sign-in throttled: too many attempts for one account")
+        return _login_page(
+            request,
+            services,
+            "Too many sign-in attempts for this account. Wait a minute, then try"
+            " again.",
+            429,
+        )
     volunteer = await services.store.get_volunteer_by_username(username)
     known = volunteer is not None and volunteer.active
     hash_to_check = volunteer.password_hash if volunteer and known else None
@@ -231,6 +240,9 @@ async def dashboard_socket(websocket: WebSocket) -> None:
                 await chat.volunteer_send(volunteer.id, frame)
             case protocol.End():
                 await chat.volunteer_end(volunteer.id, frame.conversation)
+            case protocol.Block():
+                blocked = await chat.volunteer_block(volunteer.id, frame.conversation)
+                services.guard.block(blocked)
 
     try:
         await receive_frames(websocket, peer, handle)

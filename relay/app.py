@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,8 +23,11 @@ import widget.routes
 from relay import protocol
 from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
+from relay.crypto import load_cipher
 from relay.hub import LocalHub
 from relay.pages import SecurityHeadersMiddleware
+from relay.ratelimit import Guard
+from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
 from relay.store import Store, StoreError
@@ -66,12 +70,23 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/dashboard", status_code=302)
 
 
+def _log_unexpected_end(task: asyncio.Task[None]) -> None:
+    """Log a background task that ended other than by cancellation."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    logger.error("background task %s ended: %r", task.get_name(), error)
+
+
 def create_app(settings: Settings) -> Starlette:
     """Build the relay's ASGI app; the lifespan opens the store and the service."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = await Store.open(settings.database)
+        cipher = load_cipher(
+            settings.data_key, settings.data_key_file, settings.database
+        )
+        store = await Store.open(settings.database, cipher)
         hub = LocalHub()
         chat = ChatService(
             store,
@@ -83,12 +98,24 @@ def create_app(settings: Settings) -> Starlette:
         )
         await chat.restore()
         app.state.services = Services(
-            settings=settings, store=store, hub=hub, chat=chat, signer=Signer(settings)
+            settings=settings,
+            store=store,
+            hub=hub,
+            chat=chat,
+            signer=Signer(settings),
+            guard=Guard(block_seconds=settings.block_seconds),
         )
+        purges = asyncio.create_task(
+            run_purges(store, settings.retention_days, settings.purge_interval_seconds),
+            name="retention",
+        )
+        purges.add_done_callback(_log_unexpected_end)
         logger.info("relay started with database %s", settings.database)
         try:
             yield
         finally:
+            purges.cancel()
+            await asyncio.gather(purges, return_exceptions=True)
             # Ask clients to reconnect (to the next process), stop timers, then
             # close the database once nothing writes to it any more.
             count = hub.connection_count()

@@ -13,10 +13,18 @@ import unicodedata
 from collections.abc import Sequence
 
 from relay import auth
+from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
+from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
-from relay.sites import embed_snippet, new_site_key, normalise_origin
+from relay.sites import (
+    DEFAULT_EXIT_URL,
+    check_exit_url,
+    embed_snippet,
+    new_site_key,
+    normalise_origin,
+)
 from relay.store import Store, StoreError
 
 logger = logging.getLogger("relay.cli")
@@ -47,9 +55,9 @@ def check_name(name: str, label: str, max_chars: int) -> str:
     return name
 
 
-async def _with_store(settings: Settings) -> Store:
+async def _with_store(settings: Settings, cipher: DataCipher | None = None) -> Store:
     try:
-        return await Store.open(settings.database)
+        return await Store.open(settings.database, cipher)
     except StoreError as error:
         raise CommandError(str(error)) from error
 
@@ -114,11 +122,12 @@ async def site_add(settings: Settings, args: argparse.Namespace) -> None:
     name = check_name(args.name, "site name", SITE_NAME_MAX_CHARS)
     try:
         origins = sorted({normalise_origin(origin) for origin in args.origin})
+        exit_url = check_exit_url(args.exit_url)
     except ValueError as error:
         raise CommandError(str(error)) from None
     store = await _with_store(settings)
     try:
-        site = await store.add_site(new_site_key(), name, origins)
+        site = await store.add_site(new_site_key(), name, origins, exit_url)
     finally:
         await store.close()
     _write(f"Added site {site.name} with key {site.key}. Paste this into its pages:")
@@ -138,6 +147,7 @@ async def site_list(settings: Settings, args: argparse.Namespace) -> None:
     for site in sites:
         _write(f"{site.name} (key {site.key})")
         _write(f"  allowed origins: {', '.join(site.origins)}")
+        _write(f"  Quick exit goes to: {site.exit_url}")
         _write("  embed snippet:")
         for line in embed_snippet(settings.public_url, site.key).splitlines():
             _write(f"    {line}")
@@ -178,13 +188,56 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _cipher(settings: Settings) -> DataCipher:
+    try:
+        return load_cipher(settings.data_key, settings.data_key_file, settings.database)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+async def purge(settings: Settings, args: argparse.Namespace) -> None:
+    days = settings.retention_days if args.days is None else args.days
+    store = await _with_store(settings)
+    try:
+        deleted = await purge_expired(store, days)
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await store.close()
+    _write(f"Deleted {deleted} conversations closed more than {days} days ago.")
+
+
+async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
+    cipher = _cipher(settings)
+    store = await _with_store(settings, cipher)
+    try:
+        count = await store.reseal_messages()
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await store.close()
+    _write(
+        f"Sealed {count} messages with key {cipher.current_key_id}. Older keys can"
+        " now be removed."
+    )
+
+
+async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
+    _write(new_key_text())
+
+
 def serve(settings: Settings) -> None:
-    """Run the relay in uvicorn until SIGINT or SIGTERM."""
+    """Run the relay in uvicorn until SIGINT or SIGTERM.
+
+    Raises ``CommandError`` when the data key is missing or invalid.
+    """
     import uvicorn
 
     from relay.app import create_app
 
     _check_port_free(settings.host, settings.port)
+    _cipher(settings)
+
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)
@@ -250,7 +303,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="an origin allowed to embed the chat, e.g. https://www.example.org;"
         " repeat for several",
     )
+    site_add_parser.add_argument(
+        "--exit-url",
+        default=DEFAULT_EXIT_URL,
+        help="the neutral page Quick exit opens in place of the chat"
+        f" (default: {DEFAULT_EXIT_URL})",
+    )
     site_commands.add_parser("list", help="list sites with their embed snippets")
+
+    purge_parser = commands.add_parser(
+        "purge", help="delete closed conversations older than the retention period"
+    )
+    purge_parser.add_argument(
+        "--days",
+        type=int,
+        choices=range(0, 3651),
+        metavar="N",
+        default=None,
+        help="delete conversations closed more than N days ago, 0 to 3650"
+        " (default: VSO_RETENTION_DAYS)",
+    )
+    commands.add_parser(
+        "rotate-key",
+        help="re-encrypt every stored message with the first configured data key",
+    )
+    commands.add_parser(
+        "new-data-key", help="print a new random data key for VSO_DATA_KEY"
+    )
     return parser
 
 
@@ -278,7 +357,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("site", "add"): site_add,
         ("site", "list"): site_list,
     }
-    handler = handlers[(args.command, args.action)]
+    commands = {
+        "purge": purge,
+        "rotate-key": rotate_key,
+        "new-data-key": new_data_key,
+    }
+    handler = commands.get(args.command) or handlers[(args.command, args.action)]
     try:
         asyncio.run(handler(settings, args))
     except CommandError as error:

@@ -236,6 +236,30 @@ class ChatService:
     async def visitor_end(self, conversation_id: str) -> None:
         await self.end(conversation_id, "ended", "visitor")
 
+    async def visitor_delete(self, site: Site, token: str) -> str:
+        """End if needed, then delete a conversation and its messages for good.
+
+        The token proves the conversation is the visitor's. Raises
+        ``ProtocolError`` (``not_found``) for an unknown token or one of another
+        site. The volunteer who had the conversation gets ``deleted``.
+        """
+        conversation = await self.store.get_conversation_by_token_hash(
+            hash_token(token)
+        )
+        if conversation is None or conversation.site_id != site.id:
+            raise ProtocolError("not_found", "This conversation does not exist.")
+        if conversation.is_open:
+            await self.end(conversation.id, "ended", "visitor")
+        if not await self.store.delete_conversation(conversation.id):
+            raise ProtocolError("not_found", "This conversation does not exist.")
+        if conversation.volunteer_id is not None:
+            self.hub.to_volunteer(
+                conversation.volunteer_id,
+                {"type": "deleted", "conversation": conversation.id},
+            )
+        logger.info("conversation %s deleted by the visitor", conversation.id)
+        return conversation.id
+
     async def visitor_disconnected(self, conversation_id: str, peer: Peer) -> None:
         """Forget a visitor socket; after its last one, start the grace period."""
         if not self.hub.remove_visitor(conversation_id, peer):
@@ -387,6 +411,18 @@ class ChatService:
     ) -> None:
         owned = await self._owned(volunteer_id, conversation_id, None)
         await self.end(owned, "ended", "volunteer")
+
+    async def volunteer_block(self, volunteer_id: int, conversation_id: str) -> str:
+        """End one of the volunteer's conversations as ``blocked``.
+
+        The token stops working like that of any ended conversation; the caller
+        also refuses new starts from where it came. Raises ``ProtocolError``
+        like ``volunteer_end``.
+        """
+        owned = await self._owned(volunteer_id, conversation_id, None)
+        await self.end(owned, "ended", "blocked")
+        logger.info("volunteer %d blocked conversation %s", volunteer_id, owned)
+        return owned
 
     async def volunteer_disconnected(self, volunteer_id: int, peer: Peer) -> None:
         """Forget a dashboard socket; after their last one, start the grace period."""

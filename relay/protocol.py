@@ -45,6 +45,8 @@ class ProtocolError(ValueError):
         self.message = message
         self.client_id = client_id
         self.conversation = conversation
+        # Where to get help instead, as {name, number} entries, for refusals.
+        self.help: list[dict[str, str]] | None = None
 
     def to_frame(self) -> dict[str, Any]:
         """Return the ``error`` frame that reports this error."""
@@ -57,6 +59,8 @@ class ProtocolError(ValueError):
             frame["client_id"] = self.client_id
         if self.conversation is not None:
             frame["conversation"] = self.conversation
+        if self.help is not None:
+            frame["help"] = self.help
         return frame
 
 
@@ -89,6 +93,16 @@ class Ping:
 
 
 @dataclass(frozen=True)
+class Delete:
+    token: str
+
+
+@dataclass(frozen=True)
+class Block:
+    conversation: str
+
+
+@dataclass(frozen=True)
 class Hello:
     last_seq: dict[str, int]
 
@@ -103,8 +117,8 @@ class Accept:
     conversation: str
 
 
-VisitorFrame = Start | Resume | Send | End | Ping
-VolunteerFrame = Hello | Availability | Accept | Send | End | Ping
+VisitorFrame = Start | Resume | Send | End | Ping | Delete
+VolunteerFrame = Hello | Availability | Accept | Send | End | Ping | Block
 
 
 def _invalid(message: str) -> ProtocolError:
@@ -210,6 +224,8 @@ def parse_visitor_frame(
             return End()
         case "ping":
             return Ping()
+        case "delete":
+            return Delete(token=_string(data, "token", TOKEN_PATTERN))
     raise _invalid(f"Unknown frame type {data['type'][:40]!r}.")
 
 
@@ -246,6 +262,10 @@ def parse_volunteer_frame(
             return _send(data, max_chars, with_conversation=True)
         case "end":
             return End(
+                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
+            )
+        case "block":
+            return Block(
                 conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
             )
         case "ping":

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from relay.auth import Signer
 from relay.conversations import ChatService
 from relay.hub import Hub
+from relay.ratelimit import Guard
 from relay.settings import Settings
 from relay.store import Store
 
@@ -22,6 +23,7 @@ class Services:
     hub: Hub
     chat: ChatService
     signer: Signer
+    guard: Guard
 
 
 def get_services(connection: HTTPConnection) -> Services:

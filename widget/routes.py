@@ -22,6 +22,7 @@ from relay.pages import (
 from relay.protocol import ProtocolError
 from relay.services import Services, get_services
 from relay.settings import ws_origin
+from relay.sites import DEFAULT_EXIT_URL
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
 
@@ -53,13 +54,40 @@ async def _site_from_query(request: Request | WebSocket) -> Site | None:
     return await get_services(request).store.get_site_by_key(key)
 
 
+def _safety_context(site: Site | None) -> dict[str, str]:
+    """Return the Quick exit address and the safety page's URL for a site."""
+    if site is None:
+        return {"exit_url": DEFAULT_EXIT_URL, "safety_url": "/safety"}
+    return {"exit_url": site.exit_url, "safety_url": f"/safety?site={site.key}"}
+
+
 def _not_found(request: Request, message: str) -> Response:
     return templates.TemplateResponse(
         request,
         "not_found.html",
-        {"message": message, "lang": "en"},
+        {"message": message, "lang": "en", **_safety_context(None)},
         status_code=404,
         headers=NO_STORE,
+    )
+
+
+async def safety_page(request: Request) -> Response:
+    """Serve the page on Quick exit, browsing history and shared devices."""
+    services = get_services(request)
+    site = await _site_from_query(request)
+    return templates.TemplateResponse(
+        request,
+        "safety.html",
+        {
+            "emergency_number": EMERGENCY_NUMBER,
+            "chat_url": f"/chat?site={site.key}" if site else None,
+            "lang": "en",
+            **_safety_context(site),
+        },
+        headers=_page_headers(
+            serving_origin(request, services.settings),
+            ["'self'", *site.origins] if site else [],
+        ),
     )
 
 
@@ -79,6 +107,7 @@ async def chat_page(request: Request) -> Response:
             "ws_url": ws_url,
             "emergency_number": EMERGENCY_NUMBER,
             "lang": "en",
+            **_safety_context(site),
         },
         headers=_page_headers(origin, ["'self'", *site.origins]),
     )
@@ -144,12 +173,16 @@ async def chat_socket(websocket: WebSocket) -> None:
         await websocket.close(protocol.CLOSE_POLICY_VIOLATION, reason="unknown site")
         return
     chat = services.chat
+    guard = services.guard
     peer = open_peer(websocket, "visitor")
     services.hub.add_idle_visitor(peer)
     peer.send(chat.visitor_status_frame())
     conversation_id: str | None = None
     max_chars = services.settings.max_message_chars
     logger.info("visitor socket %s opened on site %d", peer.id, site.id)
+
+    def address_key() -> str:
+        return guard.address_key(websocket.client.host if websocket.client else None)
 
     async def handle(text: str) -> None:
         nonlocal conversation_id
@@ -166,8 +199,12 @@ async def chat_socket(websocket: WebSocket) -> None:
                     await chat.visitor_disconnected(conversation_id, peer)
                     conversation_id = None
                 if isinstance(frame, protocol.Start):
+                    key = address_key()
+                    guard.check_start(key)
                     started = await chat.start(peer, site)
                     conversation_id = started.id if started else None
+                    if started is not None:
+                        guard.started(started.id, key)
                 else:
                     resumed = await chat.resume(peer, site, frame.token, frame.last_seq)
                     conversation_id = resumed.id if resumed.is_open else None
@@ -176,11 +213,18 @@ async def chat_socket(websocket: WebSocket) -> None:
                     raise ProtocolError(
                         "not_started", "Start a chat first.", client_id=frame.client_id
                     )
+                guard.check_message(conversation_id, frame.client_id)
                 await chat.visitor_send(conversation_id, frame)
             case protocol.End():
                 if conversation_id is None:
                     raise ProtocolError("not_started", "There is no chat to end.")
                 await chat.visitor_end(conversation_id)
+            case protocol.Delete():
+                deleted = await chat.visitor_delete(site, frame.token)
+                if deleted == conversation_id:
+                    await chat.visitor_disconnected(deleted, peer)
+                    conversation_id = None
+                peer.send({"type": "deleted", "conversation": deleted})
 
     try:
         await receive_frames(websocket, peer, handle)
@@ -194,6 +238,7 @@ async def chat_socket(websocket: WebSocket) -> None:
 
 routes: list[BaseRoute] = [
     Route("/chat", chat_page, methods=["GET"]),
+    Route("/safety", safety_page, methods=["GET"]),
     WebSocketRoute("/chat/ws", chat_socket),
     Route("/widget/loader.js", loader_script, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),
