@@ -47,6 +47,18 @@ const ENDED_REASON_TEXT = {
   abandoned: 'The visitor left and did not come back.',
   volunteer: 'You ended the chat.',
   handed_back: 'The chat was handed back to the queue.',
+  blocked: 'You blocked the visitor. No new chat can start from their connection for a while.',
+  deleted: 'The visitor deleted this conversation. Its messages are gone from the relay.',
+};
+
+// The two actions of the confirm group under each chat: its question and its "yes".
+const CONFIRM_TEXT = {
+  end: { question: 'End this chat?', yes: 'Yes, end chat', busy: 'Ending the chat…' },
+  block: {
+    question: 'Block this visitor? The chat ends and they cannot start a new one for a while.',
+    yes: 'Yes, block',
+    busy: 'Blocking the visitor…',
+  },
 };
 const ENDED_WHILE_DISCONNECTED_TEXT =
   'The chat ended or was handed back while the dashboard was disconnected.';
@@ -359,6 +371,9 @@ function dispatchFrame(frame) {
     case 'ended':
       handleEnded(frame);
       break;
+    case 'deleted':
+      handleDeleted(frame);
+      break;
     case 'error':
       handleError(frame);
       break;
@@ -505,6 +520,17 @@ function handleEnded(frame) {
   if (chat) {
     markChatEnded(chat, frame.reason);
   }
+}
+
+// The visitor deleted the conversation: its messages leave the dashboard as well.
+function handleDeleted(frame) {
+  const chat = dashboard.chats.get(frame.conversation);
+  if (!chat) {
+    return;
+  }
+  markChatEnded(chat, 'deleted');
+  chat.elements.log.replaceChildren();
+  chat.elements.endedReason.textContent = ENDED_REASON_TEXT.deleted;
 }
 
 function handleError(frame) {
@@ -847,6 +873,7 @@ function buildChatPanel(chat) {
     sendButton: replyForm.sendButton,
     endControls: endControls.element,
     endButton: endControls.endButton,
+    blockButton: endControls.blockButton,
     confirmGroup: endControls.confirmGroup,
     confirmQuestion: endControls.question,
     confirmYes: endControls.yesButton,
@@ -959,6 +986,11 @@ function buildEndControls(chat) {
   endButton.type = 'button';
   endButton.textContent = 'End chat';
 
+  const blockButton = document.createElement('button');
+  blockButton.type = 'button';
+  blockButton.className = 'button-danger';
+  blockButton.textContent = 'Block visitor';
+
   const confirmGroup = document.createElement('div');
   confirmGroup.className = 'end-confirm';
   confirmGroup.setAttribute('role', 'group');
@@ -980,9 +1012,10 @@ function buildEndControls(chat) {
   noButton.textContent = 'No';
 
   confirmGroup.append(question, yesButton, noButton);
-  element.append(endButton, confirmGroup);
+  element.append(endButton, blockButton, confirmGroup);
 
-  endButton.addEventListener('click', () => askToEndChat(chat));
+  endButton.addEventListener('click', () => askToEndChat(chat, 'end'));
+  blockButton.addEventListener('click', () => askToEndChat(chat, 'block'));
   yesButton.addEventListener('click', () => endChat(chat));
   noButton.addEventListener('click', () => cancelEndChat(chat));
   confirmGroup.addEventListener('keydown', (event) => {
@@ -990,7 +1023,7 @@ function buildEndControls(chat) {
       cancelEndChat(chat);
     }
   });
-  return { element, endButton, confirmGroup, question, yesButton, noButton };
+  return { element, endButton, blockButton, confirmGroup, question, yesButton, noButton };
 }
 
 function handleReplyKeydown(event, form) {
@@ -1231,9 +1264,14 @@ function setVisitorConnected(chat, connected) {
   status.dataset.connected = String(connected);
 }
 
-function askToEndChat(chat) {
+// `action` is "end" or "block"; both end the chat after the volunteer confirms.
+function askToEndChat(chat, action) {
   const elements = chat.elements;
+  chat.confirmAction = action;
+  elements.confirmQuestion.textContent = CONFIRM_TEXT[action].question;
+  elements.confirmYes.textContent = CONFIRM_TEXT[action].yes;
   elements.endButton.hidden = true;
+  elements.blockButton.hidden = true;
   elements.confirmGroup.hidden = false;
   // "No" gets the focus so that a second press of Enter cannot end the chat.
   elements.confirmNo.focus();
@@ -1251,13 +1289,14 @@ function endChat(chat) {
   if (chat.ended || chat.ending) {
     return;
   }
-  if (!sendFrame({ type: 'end', conversation: chat.conversation })) {
+  const action = chat.confirmAction || 'end';
+  if (!sendFrame({ type: action, conversation: chat.conversation })) {
     resetEndControls(chat);
     showChatAlert(chat, 'Not connected, so the chat was not ended. Try again when the connection is back.');
     return;
   }
   chat.ending = true;
-  chat.elements.confirmQuestion.textContent = 'Ending the chat…';
+  chat.elements.confirmQuestion.textContent = CONFIRM_TEXT[action].busy;
   chat.elements.confirmYes.disabled = true;
   chat.elements.confirmNo.disabled = true;
 }
@@ -1265,11 +1304,14 @@ function endChat(chat) {
 function resetEndControls(chat) {
   const elements = chat.elements;
   chat.ending = false;
-  elements.confirmQuestion.textContent = 'End this chat?';
+  chat.confirmAction = 'end';
+  elements.confirmQuestion.textContent = CONFIRM_TEXT.end.question;
+  elements.confirmYes.textContent = CONFIRM_TEXT.end.yes;
   elements.confirmYes.disabled = false;
   elements.confirmNo.disabled = false;
   elements.confirmGroup.hidden = true;
   elements.endButton.hidden = false;
+  elements.blockButton.hidden = false;
 }
 
 // Shows the chat as ended. `reason` is the reason of an ended frame, or null when the chat

@@ -50,6 +50,12 @@ const dom = {
   endedState: getElement("ended-state"),
   endedReason: getElement("ended-reason"),
   newChatButton: getElement("new-chat-button"),
+  deleteControls: getElement("delete-controls"),
+  deleteButton: getElement("delete-button"),
+  deleteConfirm: getElement("delete-confirm"),
+  deleteYes: getElement("delete-yes"),
+  deleteNo: getElement("delete-no"),
+  deletedText: getElement("deleted-text"),
   errorText: getElement("error-text"),
   form: getElement("message-form"),
   input: getElement("message-input"),
@@ -71,6 +77,10 @@ const state = {
   volunteersAvailable: null, // from the last status frame; null before the first one
   startRequested: false, // `start` is sent on every new socket until started or unavailable arrives
   token: null,
+  // The ended chat's token, kept in memory only so "Delete this conversation" can
+  // prove the chat is the visitor's; null once deleted or on a new chat.
+  deleteToken: null,
+  deleting: false,
   ending: false, // the visitor pressed "End chat" and the relay has not confirmed it yet
   requeued: false,
   queuePosition: null,
@@ -112,7 +122,7 @@ function connect() {
 }
 
 function shouldReconnect() {
-  return state.phase !== "ended" || state.ending;
+  return state.phase !== "ended" || state.ending || state.deleting;
 }
 
 // Waits a random time between half and all of min(15 s, 0.5 s * 2^failures), so that
@@ -161,6 +171,8 @@ function handleOpen(event) {
     if (state.ending) sendFrame({ type: "end" });
   } else if (state.startRequested) {
     sendFrame({ type: "start" });
+  } else if (state.deleting && state.deleteToken) {
+    sendFrame({ type: "delete", token: state.deleteToken });
   }
   renderConnectionStatus();
 }
@@ -248,6 +260,9 @@ function handleFrame(frame) {
       break;
     case "error":
       handleError(frame);
+      break;
+    case "deleted":
+      handleDeleted();
       break;
     case "pong":
       break; // handleSocketMessage has already noted that a frame arrived
@@ -339,6 +354,7 @@ function handleAck(frame) {
 }
 
 function handleEnded(frame) {
+  state.deleteToken = state.token ?? state.deleteToken;
   state.token = null;
   clearStoredToken();
   state.ending = false;
@@ -360,6 +376,10 @@ function handleError(frame) {
       else failStart();
       break;
     case "not_found":
+      if (state.deleting) {
+        handleDeleted(); // deleted already, from another tab or by the retention period
+        break;
+      }
       forgetConversation(false);
       break;
     case "conversation_ended":
@@ -367,15 +387,20 @@ function handleError(frame) {
       break;
     case "already_started":
       break; // a second start or resume on a socket that already has the conversation
+    case "rate_limited":
+    case "blocked":
+      if (typeof frame.client_id === "string") rejectPendingMessage(frame.client_id, frame.message);
+      else failStart(frame.message);
+      break;
     default:
       if (state.phase === "resuming") forgetConversation(false); // e.g. a malformed stored token
       else failStart();
   }
 }
 
-// Shows a general error, and returns the start button to normal if a start was waiting.
-function failStart() {
-  showError(GENERIC_ERROR_TEXT);
+// Shows an error, and returns the start button to normal if a start was waiting.
+function failStart(text = GENERIC_ERROR_TEXT) {
+  showError(text);
   if (!state.startRequested) return;
   state.startRequested = false;
   render();
@@ -420,6 +445,7 @@ function startNewChat() {
 
 function endChat() {
   if (!state.token) return;
+  state.deleteToken = state.token;
   state.ending = true;
   clearStoredToken();
   sendFrame({ type: "end" }); // when offline, handleOpen sends it after the resume
@@ -461,6 +487,34 @@ function handleInputKeydown(event) {
 function handleInput() {
   clearError();
   updateCounter();
+}
+
+function askToDelete() {
+  dom.deleteButton.hidden = true;
+  dom.deleteConfirm.hidden = false;
+  dom.deleteNo.focus();
+}
+
+function cancelDelete() {
+  dom.deleteConfirm.hidden = true;
+  dom.deleteButton.hidden = false;
+  dom.deleteButton.focus();
+}
+
+function deleteConversation() {
+  if (!state.deleteToken || state.deleting) return;
+  clearError();
+  state.deleting = true;
+  dom.deleteYes.disabled = true;
+  if (!sendFrame({ type: "delete", token: state.deleteToken })) connect(); // handleOpen sends it
+}
+
+// The relay deleted the conversation: the transcript goes from this page as well.
+function handleDeleted() {
+  resetConversation();
+  render();
+  dom.deletedText.hidden = false;
+  dom.deletedText.focus();
 }
 
 // ---- Pending messages ----
@@ -644,6 +698,12 @@ function resetConversation() {
   state.requeued = false;
   state.queuePosition = null;
   state.volunteerName = "";
+  state.deleteToken = null;
+  state.deleting = false;
+  dom.deleteYes.disabled = false;
+  dom.deletedText.hidden = true;
+  dom.deleteConfirm.hidden = true;
+  dom.deleteButton.hidden = false;
   dom.transcript.replaceChildren();
 }
 
@@ -686,6 +746,7 @@ function render() {
   setText(dom.volunteerHeading, `You are chatting with ${state.volunteerName || "a volunteer"}`);
   dom.transcript.hidden = !(phase === "chatting" || (hasMessages && (phase === "waiting" || phase === "ended")));
   dom.endedState.hidden = phase !== "ended";
+  dom.deleteControls.hidden = phase !== "ended" || !state.deleteToken;
   dom.form.hidden = phase !== "chatting";
   dom.endButton.hidden = phase !== "waiting" && phase !== "chatting";
   // The unavailable notices carry their own emergency line.
@@ -777,6 +838,9 @@ function init() {
   dom.retryButton.addEventListener("click", startChat);
   dom.newChatButton.addEventListener("click", startNewChat);
   dom.endButton.addEventListener("click", endChat);
+  dom.deleteButton.addEventListener("click", askToDelete);
+  dom.deleteYes.addEventListener("click", deleteConversation);
+  dom.deleteNo.addEventListener("click", cancelDelete);
   dom.form.addEventListener("submit", (event) => {
     event.preventDefault();
     submitMessage();

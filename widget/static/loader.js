@@ -73,6 +73,13 @@
       frame.focus();
     });
     narrow.addEventListener("change", layOut);
+    // Quick exit pressed in a relay page: leave this page too.
+    addEventListener("message", ({ origin, data }) => {
+      if (origin === new URL(chatUrl).origin && data?.type === "vso-exit" && /^https?:/.test(data.url)) {
+        host.remove();
+        location.replace(data.url);
+      }
+    });
     // Not body: a transform on body would trap the fixed panel inside it.
     document.documentElement.append(host);
   };
