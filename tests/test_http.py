@@ -211,3 +211,84 @@ def test_foreign_host_uses_public_url(server: RelayServer) -> None:
 
     assert "evil.example" not in response.headers["content-security-policy"]
     assert server.ws_url in response.headers["content-security-policy"]
+
+
+# Security headers and visitor pages
+
+EVERY_ROUTE = [
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/chat?site=demo"),
+    ("GET", "/chat"),
+    ("GET", "/safety"),
+    ("GET", "/safety?site=demo"),
+    ("GET", "/demo"),
+    ("GET", "/widget/loader.js"),
+    ("GET", "/widget/static/quick_exit.js"),
+    ("GET", "/dashboard"),
+    ("POST", "/dashboard/login"),
+    ("POST", "/dashboard/logout"),
+    ("GET", "/no-such-page"),
+]
+VISITOR_PAGES = ["/chat?site=demo", "/chat", "/safety", "/safety?site=demo"]
+
+
+@pytest.mark.parametrize(("method", "path"), EVERY_ROUTE)
+def test_every_route_security_headers(
+    server: RelayServer, method: str, path: str
+) -> None:
+    response = httpx.request(method, f"{server.base_url}{path}", timeout=10)
+    csp = response.headers.get("content-security-policy", "")
+
+    assert response.headers.get("referrer-policy") == "no-referrer"
+    assert "camera=()" in response.headers.get("permissions-policy", "")
+    assert "frame-ancestors" in csp
+    assert "unsafe-inline" not in csp
+    assert "strict-transport-security" not in response.headers
+
+
+@pytest.mark.parametrize("path", VISITOR_PAGES)
+def test_visitor_page_not_stored(server: RelayServer, path: str) -> None:
+    response = get(server, path)
+
+    assert response.headers["cache-control"] == "no-store"
+    assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize("path", VISITOR_PAGES)
+def test_visitor_page_quick_exit_first_link(server: RelayServer, path: str) -> None:
+    links = re.findall(r"<a\b[^>]*>", get(server, path).text)
+
+    assert 'id="quick-exit"' in links[0]
+    assert 'target="_top"' in links[0]
+    assert "noreferrer" in links[0]
+
+
+@pytest.mark.parametrize("path", VISITOR_PAGES)
+def test_visitor_page_no_third_party_request(server: RelayServer, path: str) -> None:
+    html = get(server, path).text
+    fetched = re.findall(
+        r'<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)="([^"]+)"', html
+    )
+
+    assert fetched
+    assert [source for source in fetched if not source.startswith("/")] == []
+
+
+def test_safety_page_frame_ancestors_of_site(server: RelayServer) -> None:
+    plain = csp_directives(get(server, "/safety"))["frame-ancestors"]
+    framed = csp_directives(get(server, "/safety?site=demo"))["frame-ancestors"]
+
+    assert plain == ["'none'"]
+    assert f"http://127.0.0.1:{server.port}" in framed
+
+
+def test_hsts_over_https(tmp_path: Path) -> None:
+    relay = RelayServer(tmp_path, public_url="https://chat.example.org")
+    relay.start()
+    try:
+        response = get(relay, "/chat?site=demo")
+    finally:
+        relay.stop()
+
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
