@@ -7,6 +7,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import Mapping
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -24,6 +25,8 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 MIN_PASSWORD_CHARS = 12
+# Time from a correct password to the second factor, in seconds.
+PENDING_MAX_AGE_SECONDS = 300
 MAX_PASSWORD_CHARS = 1024
 
 
@@ -80,11 +83,13 @@ class Signer:
     def __init__(self, settings: Settings) -> None:
         self._sessions = URLSafeTimedSerializer(settings.secret_key, salt="vso-session")
         self._csrf = URLSafeTimedSerializer(settings.secret_key, salt="vso-csrf")
+        self._pending = URLSafeTimedSerializer(settings.secret_key, salt="vso-2fa")
         self.max_age = settings.session_max_age_seconds
         self.secure = settings.secure
         # Browsers accept the __Host- prefix only with Secure, so only over HTTPS.
         self.session_cookie = "__Host-vso_session" if settings.secure else "vso_session"
         self.login_cookie = "__Host-vso_login" if settings.secure else "vso_login"
+        self.pending_cookie = "__Host-vso_pending" if settings.secure else "vso_pending"
 
     def sign_session(self, session_id: str) -> str:
         return self._sessions.dumps(session_id)
@@ -98,6 +103,21 @@ class Signer:
         except BadSignature:
             return None
         return value if isinstance(value, str) else None
+
+    def sign_pending(self, pending: dict[str, Any]) -> str:
+        """Sign the state of a sign-in that waits for its second factor."""
+        return self._pending.dumps(pending)
+
+    def unsign_pending(self, cookie: str | None) -> dict[str, Any] | None:
+        """Return a pending sign-in's state, or None if forged or over
+        ``PENDING_MAX_AGE_SECONDS`` old."""
+        if not cookie:
+            return None
+        try:
+            value = self._pending.loads(cookie, max_age=PENDING_MAX_AGE_SECONDS)
+        except BadSignature:
+            return None
+        return value if isinstance(value, dict) else None
 
     def csrf_token(self, binding: str) -> str:
         """Return a CSRF token bound to a session id or a sign-in nonce."""

@@ -89,7 +89,7 @@ async def volunteer_add(settings: Settings, args: argparse.Namespace) -> None:
     store = await _with_store(settings)
     try:
         volunteer = await store.add_volunteer(
-            username, display_name, password_hash, args.capacity
+            username, display_name, password_hash, args.capacity, args.role
         )
     except ValueError as error:
         raise CommandError(str(error)) from None
@@ -284,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default=None,
         help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
+    )
+    add.add_argument(
+        "--role",
+        choices=("volunteer", "supervisor", "admin"),
+        default="volunteer",
+        help="volunteer (the default), supervisor or admin; supervisors and admins"
+        " must set up two-factor sign-in at their first sign-in",
     )
     add.add_argument(
         "--password-stdin",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
 
-from relay.store import Store, StoreError
+from relay.store import Store, StoreError, utc_ago
 
 logger = logging.getLogger("relay.retention")
 
@@ -18,18 +17,12 @@ logger = logging.getLogger("relay.retention")
 RETRY_MIN_SECONDS = 5.0
 
 
-def cutoff(retention_days: int, now: datetime | None = None) -> str:
-    """Return the ISO 8601 UTC time before which closed conversations expire."""
-    moment = (now or datetime.now(UTC)) - timedelta(days=retention_days)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 async def purge_expired(store: Store, retention_days: int) -> int:
     """Delete conversations closed more than ``retention_days`` ago; return how many.
 
     Raises ``StoreError`` when the database fails; nothing is deleted then.
     """
-    deleted = await store.purge_closed_before(cutoff(retention_days))
+    deleted = await store.purge_closed_before(utc_ago(retention_days * 86400))
     if deleted:
         logger.info(
             "purged %d conversations closed over %d days ago", deleted, retention_days

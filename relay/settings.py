@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.crypto import DataCipher
+from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -46,6 +46,7 @@ class Settings:
     max_message_chars: int = 4000
     max_frame_bytes: int = 64 * 1024
     session_max_age_seconds: int = 12 * 3600
+    session_idle_seconds: int = 2 * 3600
     data_key: str = ""
     data_key_file: Path | None = None
     retention_days: int = 30
@@ -232,6 +233,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"VSO_MAX_FRAME_BYTES={max_frame} cannot carry a message of"
             f" VSO_MAX_MESSAGE_CHARS={max_chars} characters written as JSON escapes;"
             f" use at least {needed} bytes or fewer characters."
+        )
+    if "VSO_SESSION_IDLE_SECONDS" in env:
+        values["session_idle_seconds"] = _parse_int(
+            "VSO_SESSION_IDLE_SECONDS", env["VSO_SESSION_IDLE_SECONDS"], 60, 7 * 86400
         )
     if "VSO_DATA_KEY" in env:
         try:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, site_id, channel, status, end_reason)
     );
     """,
+    # 3: second factor for volunteers, and session idle times.
+    """
+    ALTER TABLE volunteers ADD COLUMN totp_secret TEXT;
+    ALTER TABLE volunteers ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE recovery_codes (
+        volunteer_id INTEGER NOT NULL REFERENCES volunteers(id) ON DELETE CASCADE,
+        code_hash TEXT NOT NULL,
+        used_at TEXT,
+        PRIMARY KEY (volunteer_id, code_hash)
+    );
+    ALTER TABLE sessions ADD COLUMN last_seen_at TEXT;
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -119,7 +131,13 @@ _COUNT_BEFORE_DELETE = (
 
 def utc_now() -> str:
     """Return the current UTC time as ISO 8601 with milliseconds and ``Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return utc_ago(0)
+
+
+def utc_ago(seconds: float) -> str:
+    """Return the UTC time ``seconds`` ago, in the format of ``utc_now``."""
+    moment = datetime.now(UTC) - timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class StoreError(Exception):
@@ -140,6 +158,7 @@ class Volunteer:
     capacity: int
     active: bool
     created_at: str
+    totp_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,7 @@ def _volunteer(row: sqlite3.Row) -> Volunteer:
         capacity=row["capacity"],
         active=bool(row["active"]),
         created_at=row["created_at"],
+        totp_enabled=row["totp_secret"] is not None,
     )
 
 
@@ -335,16 +355,20 @@ class Store:
     # Volunteers and sessions
 
     async def add_volunteer(
-        self, username: str, display_name: str, password_hash: str, capacity: int
+        self,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        capacity: int,
+        role: str = "volunteer",
     ) -> Volunteer:
         """Insert a volunteer; raises ``ValueError`` when the username is taken."""
         try:
             async with self._transaction() as tx:
                 cursor = await tx.execute(
-                    "INSERT INTO volunteers"
-                    " (username, display_name, password_hash, capacity, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (username, display_name, password_hash, capacity, utc_now()),
+                    "INSERT INTO volunteers (username, display_name, password_hash,"
+                    " capacity, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (username, display_name, password_hash, capacity, role, utc_now()),
                 )
                 volunteer_id = cursor.lastrowid
         except StoreError as error:
@@ -394,25 +418,106 @@ class Store:
             )
 
     async def create_session(self, session_id: str, volunteer_id: int) -> None:
+        now = utc_now()
         async with self._transaction() as tx:
             await tx.execute(
-                "INSERT INTO sessions (id, volunteer_id, created_at) VALUES (?, ?, ?)",
-                (session_id, volunteer_id, utc_now()),
+                "INSERT INTO sessions (id, volunteer_id, created_at, last_seen_at)"
+                " VALUES (?, ?, ?, ?)",
+                (session_id, volunteer_id, now, now),
             )
 
-    async def get_session_volunteer(self, session_id: str) -> Volunteer | None:
-        """Return the active volunteer a session belongs to, or None."""
+    async def get_session_volunteer(
+        self, session_id: str, idle_since: str | None = None
+    ) -> Volunteer | None:
+        """Return the active volunteer a session belongs to, or None.
+
+        With ``idle_since`` (ISO 8601 UTC), a session last seen before it counts
+        as expired and is deleted; a live one is marked seen now.
+        """
         row = await self._fetchone(
-            "SELECT volunteers.* FROM sessions"
-            " JOIN volunteers ON volunteers.id = sessions.volunteer_id"
+            "SELECT volunteers.*, sessions.last_seen_at AS session_seen_at"
+            " FROM sessions JOIN volunteers ON volunteers.id = sessions.volunteer_id"
             " WHERE sessions.id = ? AND volunteers.active = 1",
             (session_id,),
         )
-        return _volunteer(row) if row else None
+        if row is None:
+            return None
+        if idle_since is not None:
+            if (row["session_seen_at"] or "") < idle_since:
+                await self.delete_session(session_id)
+                return None
+            async with self._transaction() as tx:
+                await tx.execute(
+                    "UPDATE sessions SET last_seen_at = ? WHERE id = ?",
+                    (utc_now(), session_id),
+                )
+        return _volunteer(row)
 
     async def delete_session(self, session_id: str) -> None:
         async with self._transaction() as tx:
             await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # Second factor
+
+    async def set_totp(
+        self, volunteer_id: int, secret: str, recovery_code_hashes: list[str]
+    ) -> None:
+        """Store a volunteer's TOTP secret, sealed, with new recovery codes."""
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        sealed = self._cipher.encrypt(secret, f"totp:{volunteer_id}")
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE volunteers SET totp_secret = ?, totp_last_step = 0"
+                " WHERE id = ?",
+                (sealed, volunteer_id),
+            )
+            await tx.execute(
+                "DELETE FROM recovery_codes WHERE volunteer_id = ?", (volunteer_id,)
+            )
+            for code_hash in recovery_code_hashes:
+                await tx.execute(
+                    "INSERT INTO recovery_codes (volunteer_id, code_hash)"
+                    " VALUES (?, ?)",
+                    (volunteer_id, code_hash),
+                )
+
+    async def get_totp_secret(self, volunteer_id: int) -> str | None:
+        """Return a volunteer's TOTP secret, or None when they have none."""
+        row = await self._fetchone(
+            "SELECT totp_secret FROM volunteers WHERE id = ?", (volunteer_id,)
+        )
+        if row is None or row[0] is None:
+            return None
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        try:
+            return self._cipher.decrypt(row[0], f"totp:{volunteer_id}")
+        except DecryptionError as error:
+            raise StoreError(
+                f"The TOTP secret of volunteer {volunteer_id} cannot be decrypted:"
+                f" {error}"
+            ) from error
+
+    async def use_totp_step(self, volunteer_id: int, step: int) -> bool:
+        """Record a used time step; False when it, or a later one, was used."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE volunteers SET totp_last_step = ?"
+                " WHERE id = ? AND totp_last_step < ?",
+                (step, volunteer_id, step),
+            )
+            return cursor.rowcount == 1
+
+    async def use_recovery_code(self, volunteer_id: int, code_hash: str) -> bool:
+        """Mark an unused recovery code used; False when unknown or used."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE recovery_codes SET used_at = ?"
+                " WHERE volunteer_id = ? AND code_hash = ? AND used_at IS NULL",
+                (utc_now(), volunteer_id, code_hash),
+            )
+            return cursor.rowcount == 1
 
     # Sites
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from relay.crypto import new_key_text
 from relay.settings import Settings, SettingsError, load_settings
 
 SECRET_KEY = "k" * 40
@@ -39,6 +40,12 @@ def load(**variables: str) -> Settings:
         ("max_message_chars", 4000),
         ("max_frame_bytes", 64 * 1024),
         ("session_max_age_seconds", 12 * 3600),
+        ("session_idle_seconds", 2 * 3600),
+        ("data_key", ""),
+        ("data_key_file", None),
+        ("retention_days", 30),
+        ("purge_interval_seconds", 3600.0),
+        ("block_seconds", 3600),
     ],
 )
 def test_load_settings_default(name: str, expected: object) -> None:
@@ -384,3 +391,27 @@ def test_readme_documents_setting(variable: str) -> None:
     pattern = re.compile(rf"\b{variable}\b")
 
     assert any(pattern.search(line) for line in lines), f"README.md lacks {variable}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("VSO_DATA_KEY", "not-a-key"),
+        ("VSO_DATA_KEY", "c2hvcnQ"),
+        ("VSO_DATA_KEY_FILE", " "),
+        ("VSO_RETENTION_DAYS", "-1"),
+        ("VSO_RETENTION_DAYS", "3651"),
+        ("VSO_PURGE_INTERVAL_SECONDS", "0"),
+        ("VSO_BLOCK_SECONDS", "59"),
+        ("VSO_SESSION_IDLE_SECONDS", "59"),
+    ],
+)
+def test_load_settings_safety_value_invalid(variable: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        load(**{variable: raw})
+
+
+def test_load_settings_data_key_accepts_several() -> None:
+    keys = f"{new_key_text()}, {new_key_text()}"
+
+    assert load(VSO_DATA_KEY=keys).data_key == keys

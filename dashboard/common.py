@@ -1,0 +1,102 @@
+"""What the dashboard's route modules share: templates, headers, forms, sessions."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from relay import auth
+from relay.pages import content_security_policy, make_templates, serving_origin
+from relay.services import Services, get_services
+from relay.settings import ws_origin
+from relay.store import Volunteer, utc_ago
+
+logger = logging.getLogger("dashboard")
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+STATIC_PREFIX = "/dashboard/static"
+MAX_FORM_BYTES = 8 * 1024
+USERNAME_MAX_CHARS = 64
+
+templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
+
+
+def page_headers(request: Request, services: Services) -> dict[str, str]:
+    origin = ws_origin(serving_origin(request, services.settings))
+    return {
+        "cache-control": "no-store",
+        "content-security-policy": content_security_policy(connect=[origin]),
+    }
+
+
+async def signed_in_volunteer(
+    connection: HTTPConnection,
+) -> tuple[Volunteer, str] | tuple[None, None]:
+    """Return the volunteer and session id of a request's session cookie."""
+    services = get_services(connection)
+    session_id = services.signer.unsign_session(
+        connection.cookies.get(services.signer.session_cookie)
+    )
+    if session_id is None:
+        return None, None
+    volunteer = await services.store.get_session_volunteer(
+        session_id, idle_since=utc_ago(services.settings.session_idle_seconds)
+    )
+    if volunteer is None:
+        return None, None
+    return volunteer, session_id
+
+
+def login_page(
+    request: Request, services: Services, error: str | None, status_code: int = 200
+) -> Response:
+    nonce = secrets.token_urlsafe(16)
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"csrf_token": services.signer.csrf_token(nonce), "error": error},
+        status_code=status_code,
+        headers=page_headers(request, services),
+    )
+    response.set_cookie(
+        services.signer.login_cookie,
+        nonce,
+        max_age=3600,
+        path="/",
+        secure=services.signer.secure,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        return {}
+    form = await request.form(max_files=0, max_fields=10, max_part_size=MAX_FORM_BYTES)
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+async def start_session(
+    services: Services, volunteer: Volunteer, response: Response
+) -> None:
+    """Create a session for a signed-in volunteer and set its cookie on ``response``."""
+    session_id = auth.new_session_id()
+    await services.store.create_session(session_id, volunteer.id)
+    logger.info("volunteer %d signed in", volunteer.id)
+    response.set_cookie(
+        services.signer.session_cookie,
+        services.signer.sign_session(session_id),
+        max_age=services.settings.session_max_age_seconds,
+        path="/",
+        secure=services.signer.secure,
+        httponly=True,
+        samesite="strict",
+    )
+    response.delete_cookie(services.signer.login_cookie, path="/")
+    response.delete_cookie(services.signer.pending_cookie, path="/")
