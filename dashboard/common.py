@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from relay import auth
+from relay.forms import read_form as read_form
 from relay.pages import content_security_policy, make_templates, serving_origin
 from relay.services import Services, get_services
 from relay.settings import ws_origin
@@ -20,7 +21,6 @@ logger = logging.getLogger("dashboard")
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 STATIC_PREFIX = "/dashboard/static"
-MAX_FORM_BYTES = 8 * 1024
 USERNAME_MAX_CHARS = 64
 
 templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
@@ -73,13 +73,6 @@ def login_page(
         samesite="strict",
     )
     return response
-
-
-async def read_form(request: Request) -> dict[str, str]:
-    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
-        return {}
-    form = await request.form(max_files=0, max_fields=10, max_part_size=MAX_FORM_BYTES)
-    return {key: value for key, value in form.items() if isinstance(value, str)}
 
 
 async def start_session(

@@ -24,6 +24,7 @@ from dashboard.common import (
     templates,
 )
 from relay import auth, protocol
+from relay.forms import honeypot_filled
 from relay.pages import serving_origin
 from relay.services import get_services
 from relay.settings import ws_origin
@@ -68,6 +69,9 @@ async def login(request: Request) -> Response:
         )
     username = form.get("username", "").strip()
     password = form.get("password", "")
+    if honeypot_filled(form):
+        logger.warning("sign-in rejected: honeypot field filled")
+        return login_page(request, services, "The username or password is wrong.", 401)
     if not username or not password or len(username) > USERNAME_MAX_CHARS:
         return login_page(request, services, "Enter your username and password.", 400)
     if not services.guard.allow_sign_in(username):

@@ -13,6 +13,8 @@ from relay.protocol import (
     MAX_MESSAGE_CHARS,
     Accept,
     Availability,
+    Block,
+    Delete,
     End,
     Hello,
     Ping,
@@ -496,6 +498,8 @@ JSON_VALUES = st.recursive(
     max_leaves=20,
 )
 FRAME_TYPES = [
+    "delete",
+    "block",
     "start",
     "resume",
     "send",
@@ -528,8 +532,8 @@ FRAME_LIKE = st.builds(
     st.sampled_from(FRAME_TYPES),
     st.dictionaries(st.sampled_from(FIELD_NAMES), FIELD_VALUES, max_size=4),
 )
-VISITOR_FRAMES = (Start, Resume, Send, End, Ping)
-VOLUNTEER_FRAMES = (Hello, Availability, Accept, Send, End, Ping)
+VISITOR_FRAMES = (Start, Resume, Send, End, Ping, Delete)
+VOLUNTEER_FRAMES = (Hello, Availability, Accept, Send, End, Ping, Block)
 
 
 def assert_frame_or_protocol_error(text: str) -> None:
@@ -582,3 +586,43 @@ def test_parse_resume_seq_over_64_bits_invalid() -> None:
     )
 
     assert_invalid_frame(parse_visitor_frame, text)
+
+
+def test_parse_visitor_delete() -> None:
+    frame = parse_visitor_frame(json.dumps({"type": "delete", "token": TOKEN}))
+
+    assert frame == Delete(token=TOKEN)
+
+
+def test_parse_visitor_delete_without_token_invalid() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_visitor_frame(json.dumps({"type": "delete"}))
+
+    assert raised.value.code == "invalid_frame"
+
+
+def test_parse_volunteer_block() -> None:
+    frame = parse_volunteer_frame(json.dumps({"type": "block", "conversation": "c1"}))
+
+    assert frame == Block(conversation="c1")
+
+
+def test_parse_volunteer_block_bad_conversation_invalid() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_volunteer_frame(json.dumps({"type": "block", "conversation": "a b"}))
+
+    assert raised.value.code == "invalid_frame"
+
+
+def test_block_not_a_visitor_frame() -> None:
+    with pytest.raises(ProtocolError) as raised:
+        parse_visitor_frame(json.dumps({"type": "block", "conversation": "c1"}))
+
+    assert raised.value.code == "invalid_frame"
+
+
+def test_error_frame_carries_help() -> None:
+    error = ProtocolError("rate_limited", "Slow down.")
+    error.help = [{"name": "Emergency", "number": "112"}]
+
+    assert error.to_frame()["help"] == [{"name": "Emergency", "number": "112"}]

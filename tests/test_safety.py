@@ -405,3 +405,85 @@ async def test_log_free_of_content_for_full_conversation(relay: RelayServer) -> 
     assert chat.token not in log
     assert cookie not in log
     assert client_addresses == set()
+
+
+# Deletion by plain form, for pages without scripts
+
+
+async def post_delete(
+    relay: RelayServer, data: dict[str, str], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        return await client.post(
+            "/chat/delete?site=demo", data=data, headers=headers or {}
+        )
+
+
+async def test_delete_form_deletes_conversation(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+
+    response = await post_delete(relay, {"token": chat.token, "confirm": "yes"})
+    told = await chat.volunteer.expect("deleted", conversation=chat.conversation)
+
+    assert response.status_code == 200
+    assert "This conversation is deleted" in response.text
+    assert told["conversation"] == chat.conversation
+    assert query(relay.database, "SELECT id FROM conversations") == []
+
+
+async def test_delete_form_without_confirm_keeps_it(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+
+    response = await post_delete(relay, {"token": chat.token})
+
+    assert response.status_code == 400
+    assert query(relay.database, "SELECT status FROM conversations") == [("active",)]
+
+
+async def test_delete_form_cross_site_403(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+
+    response = await post_delete(
+        relay,
+        {"token": chat.token, "confirm": "yes"},
+        {"Sec-Fetch-Site": "cross-site"},
+    )
+
+    assert response.status_code == 403
+    assert query(relay.database, "SELECT status FROM conversations") == [("active",)]
+
+
+async def test_delete_form_unknown_token_404(relay: RelayServer) -> None:
+    response = await post_delete(relay, {"token": "y" * 43, "confirm": "yes"})
+
+    assert response.status_code == 404
+    assert "Nothing to delete" in response.text
+
+
+async def test_delete_form_page_has_quick_exit(relay: RelayServer) -> None:
+    response = await post_delete(relay, {"token": "y" * 43, "confirm": "yes"})
+
+    assert 'id="quick-exit"' in response.text
+    assert response.headers["cache-control"] == "no-store"
+
+
+# Honeypot
+
+
+async def test_sign_in_honeypot_filled_rejected(relay: RelayServer) -> None:
+    async with httpx.AsyncClient(base_url=relay.base_url) as client:
+        page = await client.get("/dashboard")
+        match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert match is not None
+        response = await client.post(
+            "/dashboard/login",
+            data={
+                "username": "demo",
+                "password": relay.demo_password or "",
+                "website": "http://spam.example",
+                "csrf_token": match[1],
+            },
+        )
+
+    assert response.status_code == 401
+    assert client.cookies.get("vso_session") is None

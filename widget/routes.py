@@ -12,8 +12,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from relay import protocol
+from relay.auth import same_origin_request
 from relay.conversations import EMERGENCY_NUMBER
 from relay.demo import DEMO_SITE_KEY
+from relay.forms import read_form
 from relay.pages import (
     content_security_policy,
     make_templates,
@@ -110,6 +112,50 @@ async def chat_page(request: Request) -> Response:
             **_safety_context(site),
         },
         headers=_page_headers(origin, ["'self'", *site.origins]),
+    )
+
+
+async def delete_form(request: Request) -> Response:
+    """Delete a conversation from a plain form post, for pages without scripts.
+
+    The form sends the conversation ``token``, which proves the conversation is
+    the visitor's, and ``confirm=yes``; a cross-site post is rejected.
+    """
+    services = get_services(request)
+    site = await _site_from_query(request)
+    if site is None:
+        return _not_found(request, "This chat link is not valid. Check the address.")
+    if not same_origin_request(request.headers, services.settings.own_origins):
+        logger.warning("deletion rejected: cross-site form post")
+        return _deletion_page(request, services, site, "cross_site", 403)
+    form = await read_form(request)
+    token = form.get("token", "")
+    if form.get("confirm") != "yes" or not protocol.TOKEN_PATTERN.fullmatch(token):
+        return _deletion_page(request, services, site, "invalid", 400)
+    try:
+        await services.chat.visitor_delete(site, token)
+    except ProtocolError:
+        return _deletion_page(request, services, site, "not_found", 404)
+    return _deletion_page(request, services, site, "deleted", 200)
+
+
+def _deletion_page(
+    request: Request, services: Services, site: Site, outcome: str, status_code: int
+) -> Response:
+    return templates.TemplateResponse(
+        request,
+        "deleted.html",
+        {
+            "outcome": outcome,
+            "chat_url": f"/chat?site={site.key}",
+            "emergency_number": EMERGENCY_NUMBER,
+            "lang": "en",
+            **_safety_context(site),
+        },
+        status_code=status_code,
+        headers=_page_headers(
+            serving_origin(request, services.settings), ["'self'", *site.origins]
+        ),
     )
 
 
@@ -239,6 +285,7 @@ async def chat_socket(websocket: WebSocket) -> None:
 routes: list[BaseRoute] = [
     Route("/chat", chat_page, methods=["GET"]),
     Route("/safety", safety_page, methods=["GET"]),
+    Route("/chat/delete", delete_form, methods=["POST"]),
     WebSocketRoute("/chat/ws", chat_socket),
     Route("/widget/loader.js", loader_script, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),

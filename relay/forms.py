@@ -1,0 +1,33 @@
+"""Reading small HTML forms, and the honeypot field that catches form robots."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+MAX_FORM_BYTES = 8 * 1024
+MAX_FORM_FIELDS = 10
+# A text field that people never see or fill in (hidden by CSS, out of the tab
+# order, hidden from screen readers); robots that fill every field fill it too.
+HONEYPOT_FIELD = "website"
+
+
+async def read_form(
+    request: Request, max_bytes: int = MAX_FORM_BYTES
+) -> dict[str, str]:
+    """Return the text fields of a urlencoded or multipart form.
+
+    Returns an empty dict, reading nothing, when the declared body is over
+    ``max_bytes``; files and fields beyond ``MAX_FORM_FIELDS`` are rejected by
+    the parser.
+    """
+    if int(request.headers.get("content-length") or 0) > max_bytes:
+        return {}
+    form = await request.form(
+        max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=max_bytes
+    )
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def honeypot_filled(form: dict[str, str]) -> bool:
+    """Return True when the hidden honeypot field has a value."""
+    return bool(form.get(HONEYPOT_FIELD, "").strip())
