@@ -17,7 +17,9 @@ import pytest
 from relay.crypto import new_key_text
 from tests.relayserver import RelayServer, visitor
 from tests.test_relay import (
+    add_partner_site,
     demo_volunteer,
+    handshake_status,
     open_chat,
     running_relay,
     second_volunteer,
@@ -487,3 +489,64 @@ async def test_sign_in_honeypot_filled_rejected(relay: RelayServer) -> None:
 
     assert response.status_code == 401
     assert client.cookies.get("vso_session") is None
+
+
+# Cross-site WebSocket hijacking and other volunteers' chats
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://partner.example",
+        "https://partner.example:8443",
+        "https://partner.example.evil.example",
+        "https://www.partner.example",
+        "https://partner-example.com",
+    ],
+)
+async def test_visitor_origin_near_miss_rejected(
+    relay: RelayServer, origin: str
+) -> None:
+    key = add_partner_site(relay)
+
+    status = await handshake_status(f"{relay.ws_url}/chat/ws?site={key}", origin)
+
+    assert status == 403
+
+
+async def test_dashboard_socket_partner_origin_rejected(relay: RelayServer) -> None:
+    add_partner_site(relay)
+    assert relay.demo_password is not None
+    cookie = await relay.sign_in("demo", relay.demo_password)
+
+    status = await handshake_status(
+        f"{relay.ws_url}/dashboard/ws",
+        "https://partner.example",
+        cookie=f"vso_session={cookie}",
+    )
+
+    assert status == 403
+
+
+async def test_hello_other_volunteers_chat_not_sent(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+    await chat.visitor.send(visitor_send("m-1", "for Sam only"))
+    await chat.volunteer.expect("message", seq=1)
+    other = await second_volunteer(relay)
+
+    await other.send({"type": "hello", "last_seq": {chat.conversation: 0}})
+    state = await other.expect("state")
+    await other.expect("queue")
+
+    assert state["chats"] == []
+    await other.expect_silence("message", 0.5)
+
+
+async def test_end_other_volunteers_chat_forbidden(relay: RelayServer) -> None:
+    chat = await open_chat(relay, await demo_volunteer(relay))
+    other = await second_volunteer(relay)
+
+    await other.send({"type": "end", "conversation": chat.conversation})
+    error = await other.expect("error")
+
+    assert error["code"] == "forbidden"
