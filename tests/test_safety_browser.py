@@ -27,7 +27,10 @@ XSS_CORPUS = [
     "\u202egnp.exe \u200bhidden\u200d text\u2066",
     "مرحبا hello שלום",
     "x" * 300,
+    "See https://example.org/help, or write to mailto:help@example.org.",
+    "data:text/html,<script>alert(1)</script> and vbscript:msgbox(1)",
 ]
+LINKS = ["https://example.org/help", "mailto:help@example.org"]
 
 
 @dataclass
@@ -304,5 +307,9 @@ def test_hostile_text_shown_as_text(browser: Browser, server: RelayServer) -> No
     assert volunteer.evaluate("window.__xss") is None
     assert visitor.evaluate("window.__xss") is None
     assert visitor.locator("img, svg, script:not([src])").count() == 0
-    assert panel.locator("img, svg, a").count() == 0
+    assert panel.locator("img, svg").count() == 0
     assert directions == {"auto"}
+    for side in (visitor.locator(".message-body a"), panel.locator(".message-body a")):
+        assert [link.get_attribute("href") for link in side.all()] == LINKS
+        rels = {link.get_attribute("rel") for link in side.all()}
+        assert rels == {"noopener noreferrer"}

@@ -598,6 +598,35 @@ function countCharacters(text) {
   return count;
 }
 
+// ---- Links in messages ----
+// Only http, https and mailto addresses become links; everything else, including
+// javascript: and data: addresses, stays plain text. Trailing punctuation stays text.
+const LINK_PATTERN = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
+const LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
+
+function appendLinkedText(element, text) {
+  let position = 0;
+  for (const match of text.matchAll(LINK_PATTERN)) {
+    const address = match[0].replace(/[.,;:!?)\]]+$/, "");
+    let url;
+    try {
+      url = new URL(address);
+    } catch {
+      continue;
+    }
+    if (!LINK_PROTOCOLS.has(url.protocol)) continue;
+    element.append(text.slice(position, match.index));
+    const link = document.createElement("a");
+    link.href = url.href;
+    link.textContent = address;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    element.append(link);
+    position = match.index + address.length;
+  }
+  element.append(text.slice(position));
+}
+
 // ---- Transcript ----
 
 function createMessageItem(sender, body, sentAt, volunteerName = null) {
@@ -617,7 +646,7 @@ function createMessageItem(sender, body, sentAt, volunteerName = null) {
   const text = document.createElement("p");
   text.className = "message-body";
   text.dir = "auto";
-  text.textContent = body;
+  appendLinkedText(text, body);
   item.append(meta, text);
   setMessageTime(item, sentAt);
   return item;
