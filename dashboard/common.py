@@ -63,16 +63,24 @@ def login_page(
         status_code=status_code,
         headers=page_headers(request, services),
     )
+    set_private_cookie(response, services, services.signer.login_cookie, nonce, 3600)
+    return response
+
+
+def set_private_cookie(
+    response: Response, services: Services, name: str, value: str, max_age: int
+) -> None:
+    """Set a cookie only this site's own requests carry: HttpOnly, SameSite
+    strict, for the whole host, and Secure over HTTPS."""
     response.set_cookie(
-        services.signer.login_cookie,
-        nonce,
-        max_age=3600,
+        name,
+        value,
+        max_age=max_age,
         path="/",
         secure=services.signer.secure,
         httponly=True,
         samesite="strict",
     )
-    return response
 
 
 async def start_session(
@@ -82,14 +90,12 @@ async def start_session(
     session_id = auth.new_session_id()
     await services.store.create_session(session_id, volunteer.id)
     logger.info("volunteer %d signed in", volunteer.id)
-    response.set_cookie(
+    set_private_cookie(
+        response,
+        services,
         services.signer.session_cookie,
         services.signer.sign_session(session_id),
-        max_age=services.settings.session_max_age_seconds,
-        path="/",
-        secure=services.signer.secure,
-        httponly=True,
-        samesite="strict",
+        services.settings.session_max_age_seconds,
     )
     response.delete_cookie(services.signer.login_cookie, path="/")
     response.delete_cookie(services.signer.pending_cookie, path="/")

@@ -21,6 +21,7 @@ from dashboard.common import (
     login_page,
     page_headers,
     read_form,
+    set_private_cookie,
     signed_in_volunteer,
     start_session,
     templates,
@@ -61,14 +62,12 @@ def _code_page(
         status_code=status_code,
         headers=page_headers(request, services),
     )
-    response.set_cookie(
+    set_private_cookie(
+        response,
+        services,
         services.signer.pending_cookie,
         services.signer.sign_pending(pending),
-        max_age=auth.PENDING_MAX_AGE_SECONDS,
-        path="/",
-        secure=services.signer.secure,
-        httponly=True,
-        samesite="strict",
+        auth.PENDING_MAX_AGE_SECONDS,
     )
     return response
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,7 +17,8 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 import dashboard.routes
 import widget.routes
@@ -35,6 +37,8 @@ from relay.store import Store, StoreError
 logger = logging.getLogger("relay.app")
 
 CLOSE_DRAIN_SECONDS = 5.0
+# Scripts both the visitor's pages and the dashboard import.
+SHARED_STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def healthz(request: Request) -> Response:
@@ -130,6 +134,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
+        Mount("/static", app=StaticFiles(directory=SHARED_STATIC_DIR), name="static"),
         *widget.routes.routes,
         *dashboard.routes.routes,
     ]

@@ -8,6 +8,8 @@
 // - Text from the relay reaches the DOM only through textContent, so visitor text shows as
 //   text and is never parsed as HTML.
 
+import { appendLinkedText } from '/static/text.js';
+
 // NOTE: the relay's limit can be set lower with VSO_MAX_MESSAGE_CHARS. A reply over that
 // lower limit passes this check, and the relay's message_too_long error states its limit.
 const MAX_BODY_CHARS = 4000;
@@ -1219,34 +1221,6 @@ function buildMessageElement(sender, body, sentAt, label = null) {
 
   element.append(meta, text);
   return element;
-}
-
-// Only http, https and mailto addresses become links; everything else, including
-// javascript: and data: addresses, stays plain text. Trailing punctuation stays text.
-const LINK_PATTERN = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
-const LINK_PROTOCOLS = new Set(['http:', 'https:', 'mailto:']);
-
-function appendLinkedText(element, text) {
-  let position = 0;
-  for (const match of text.matchAll(LINK_PATTERN)) {
-    const address = match[0].replace(/[.,;:!?)\]]+$/, '');
-    let url;
-    try {
-      url = new URL(address);
-    } catch {
-      continue;
-    }
-    if (!LINK_PROTOCOLS.has(url.protocol)) continue;
-    element.append(text.slice(position, match.index));
-    const link = document.createElement('a');
-    link.href = url.href;
-    link.textContent = address;
-    link.target = '_blank';
-    link.rel = 'noopener noreferrer';
-    element.append(link);
-    position = match.index + address.length;
-  }
-  element.append(text.slice(position));
 }
 
 // Inserts a stored message by seq: after every message with a lower seq and before any

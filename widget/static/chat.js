@@ -3,6 +3,8 @@
 // Message bodies come from other people, so text only ever enters the DOM through
 // textContent.
 
+import { appendLinkedText } from "/static/text.js";
+
 const STORAGE_KEY = "vso-chat"; // sessionStorage key of the conversation token
 // The protocol's limit, in code points after trimming. NOTE: VSO_MAX_MESSAGE_CHARS can
 // change the relay's limit, and then the relay's message_too_long error is the check.
@@ -596,35 +598,6 @@ function countCharacters(text) {
   let count = 0;
   for (const _ of text) count += 1; // iterates code points, as the relay counts them
   return count;
-}
-
-// ---- Links in messages ----
-// Only http, https and mailto addresses become links; everything else, including
-// javascript: and data: addresses, stays plain text. Trailing punctuation stays text.
-const LINK_PATTERN = /\b(?:https?:\/\/|mailto:)[^\s<>"']+/gi;
-const LINK_PROTOCOLS = new Set(["http:", "https:", "mailto:"]);
-
-function appendLinkedText(element, text) {
-  let position = 0;
-  for (const match of text.matchAll(LINK_PATTERN)) {
-    const address = match[0].replace(/[.,;:!?)\]]+$/, "");
-    let url;
-    try {
-      url = new URL(address);
-    } catch {
-      continue;
-    }
-    if (!LINK_PROTOCOLS.has(url.protocol)) continue;
-    element.append(text.slice(position, match.index));
-    const link = document.createElement("a");
-    link.href = url.href;
-    link.textContent = address;
-    link.target = "_blank";
-    link.rel = "noopener noreferrer";
-    element.append(link);
-    position = match.index + address.length;
-  }
-  element.append(text.slice(position));
 }
 
 // ---- Transcript ----
