@@ -1,4 +1,4 @@
-"""What the dashboard's route modules share: templates, headers, forms, sessions."""
+"""Shared parts of the dashboard routes: templates, headers, forms and sessions."""
 
 from __future__ import annotations
 

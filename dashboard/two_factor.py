@@ -75,7 +75,7 @@ def _code_page(
 async def ask_for_code(
     request: Request, services: Services, volunteer: Volunteer
 ) -> Response:
-    """Answer a correct password with the code form, enrolling when needed."""
+    """Respond to a correct password with the code form, enrolling when needed."""
     pending: dict[str, Any] = {
         "volunteer": volunteer.id,
         "nonce": secrets.token_urlsafe(16),
@@ -126,6 +126,7 @@ async def confirm_code(request: Request) -> Response:
         return login_page(
             request, services, "This form was sent from another site.", 403
         )
+
     pending = services.signer.unsign_pending(
         request.cookies.get(services.signer.pending_cookie)
     )
@@ -139,7 +140,9 @@ async def confirm_code(request: Request) -> Response:
         )
     volunteer = await services.store.get_volunteer(int(pending["volunteer"]))
     if volunteer is None or not volunteer.active:
+        logger.info("second factor rejected: the account is missing or inactive")
         return login_page(request, services, "Please sign in again.", 400)
+
     if not services.guard.allow_sign_in(f"#code {volunteer.id}"):
         logger.warning("second factor throttled for volunteer %d", volunteer.id)
         return _code_page(
@@ -150,7 +153,8 @@ async def confirm_code(request: Request) -> Response:
             "Too many codes were tried. Wait a minute, then try again.",
             429,
         )
-    if not await _check_code(services, pending, form.get("code", "")[:64]):
+    code = form.get("code", "")[:64]
+    if not await _check_code(services, pending, code):
         logger.info("second factor failed for volunteer %d", volunteer.id)
         return _code_page(
             request,
@@ -160,15 +164,27 @@ async def confirm_code(request: Request) -> Response:
             "That code is not valid. Enter the current code from your app.",
             401,
         )
-    if "secret" not in pending:
-        response: Response = RedirectResponse("/dashboard", status_code=303)
-        await start_session(services, volunteer, response)
-        return response
+
+    if "secret" in pending:
+        return await _finish_enrolment(request, services, volunteer, pending, code)
+    response = RedirectResponse("/dashboard", status_code=303)
+    await start_session(services, volunteer, response)
+    return response
+
+
+async def _finish_enrolment(
+    request: Request,
+    services: Services,
+    volunteer: Volunteer,
+    pending: dict[str, Any],
+    code: str,
+) -> Response:
+    """Store the confirmed secret, show the recovery codes once, and sign in."""
     codes = totp.new_recovery_codes()
     await services.store.set_totp(
         volunteer.id, pending["secret"], [totp.hash_recovery_code(c) for c in codes]
     )
-    step = totp.matching_step(pending["secret"], form.get("code", ""))
+    step = totp.matching_step(pending["secret"], code)
     if step is not None:
         await services.store.use_totp_step(volunteer.id, step)
     logger.info("volunteer %d set up two-factor sign-in", volunteer.id)

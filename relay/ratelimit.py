@@ -34,8 +34,8 @@ MAX_KEYS = 100_000
 class RateLimiter:
     """Token buckets per key: ``burst`` at once, one more every ``per_seconds``.
 
-    Keeps at most ``max_keys`` buckets and forgets the least recently used one
-    beyond that; a forgotten key starts again with a full bucket.
+    Keeps at most ``max_keys`` buckets and drops the least recently used one
+    beyond that, so a dropped key starts again with a full bucket.
     """
 
     def __init__(
@@ -69,6 +69,22 @@ class RateLimiter:
         self._buckets.clear()
 
 
+def client_address(
+    peer: str | None, forwarded_for: str | None, trusted_proxies: frozenset[str]
+) -> str | None:
+    """Return the visitor's address as the relay's closest trusted proxy saw it.
+
+    When the direct peer is a trusted proxy, the address is the rightmost entry
+    of ``X-Forwarded-For`` that the proxy appended; any entries to its left
+    come from the client and are ignored. Otherwise it is the peer itself.
+    """
+    if peer in trusted_proxies and forwarded_for:
+        last = forwarded_for.split(",")[-1].strip()
+        if last:
+            return last
+    return peer
+
+
 def _utc_day() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
 
@@ -83,10 +99,10 @@ def refusal(code: str, message: str, **fields: Any) -> ProtocolError:
 class Guard:
     """The relay's rate limits and visitor blocks, all in memory.
 
-    Defaults allow a busy shared network (a shelter, a school, a mobile
-    carrier's shared address) about 20 new chats at once and one more every
-    30 seconds, while one conversation may send 60 messages at once and one
-    more per second.
+    The defaults let a busy shared network (a shelter, a school, a mobile
+    carrier's shared address) start 20 chats at once and one more every 30
+    seconds. One conversation may send 60 messages at once and one more per
+    second.
     """
 
     def __init__(

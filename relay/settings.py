@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import secrets
@@ -52,6 +53,7 @@ class Settings:
     retention_days: int = 30
     purge_interval_seconds: float = 3600.0
     block_seconds: int = 3600
+    trusted_proxies: frozenset[str] = frozenset()
 
     @property
     def public_origin(self) -> str:
@@ -116,6 +118,19 @@ def _parse_bool(name: str, raw: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false.")
+
+
+def _parse_addresses(name: str, raw: str) -> frozenset[str]:
+    addresses = set()
+    for part in raw.replace(",", " ").split():
+        try:
+            addresses.add(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise SettingsError(
+                f"{name} contains {part!r}, which is not an IP address; list the"
+                " proxies' addresses separated by commas, e.g. 127.0.0.1,::1."
+            ) from None
+    return frozenset(addresses)
 
 
 def _parse_public_url(raw: str) -> str:
@@ -233,6 +248,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"VSO_MAX_FRAME_BYTES={max_frame} cannot carry a message of"
             f" VSO_MAX_MESSAGE_CHARS={max_chars} characters written as JSON escapes;"
             f" use at least {needed} bytes or fewer characters."
+        )
+    if "VSO_TRUSTED_PROXIES" in env:
+        values["trusted_proxies"] = _parse_addresses(
+            "VSO_TRUSTED_PROXIES", env["VSO_TRUSTED_PROXIES"]
         )
     if "VSO_SESSION_IDLE_SECONDS" in env:
         values["session_idle_seconds"] = _parse_int(

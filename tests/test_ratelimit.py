@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.protocol import ProtocolError
-from relay.ratelimit import Guard, RateLimiter
+from relay.ratelimit import Guard, RateLimiter, client_address
 
 
 class Clock:
@@ -134,3 +134,21 @@ def test_message_limit_names_client_id() -> None:
         guard.check_message("c1", "m-2")
 
     assert raised.value.client_id == "m-2"
+
+
+def test_client_address_from_trusted_proxy() -> None:
+    address = client_address(
+        "127.0.0.1", "198.51.100.9, 203.0.113.7", frozenset({"127.0.0.1"})
+    )
+
+    assert address == "203.0.113.7"
+
+
+def test_client_address_untrusted_peer_ignores_header() -> None:
+    address = client_address("192.0.2.1", "203.0.113.7", frozenset({"127.0.0.1"}))
+
+    assert address == "192.0.2.1"
+
+
+def test_client_address_trusted_proxy_without_header() -> None:
+    assert client_address("127.0.0.1", None, frozenset({"127.0.0.1"})) == "127.0.0.1"

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from relay.crypto import new_key_text
-from tests.relayserver import RelayServer, visitor
+from tests.relayserver import Client, RelayServer, visitor
 from tests.test_relay import (
     add_partner_site,
     demo_volunteer,
@@ -550,3 +551,31 @@ async def test_end_other_volunteers_chat_forbidden(relay: RelayServer) -> None:
     error = await other.expect("error")
 
     assert error["code"] == "forbidden"
+
+
+async def start_via_proxy(relay: RelayServer, forwarded_for: str) -> str:
+    """Start a chat as if through a reverse proxy; return the frame type."""
+    connection = await connect(
+        f"{relay.ws_url}/chat/ws?site=demo",
+        origin=relay.base_url,  # type: ignore[arg-type]
+        additional_headers={"X-Forwarded-For": forwarded_for},
+    )
+    client = Client(connection)
+    await client.expect("status")
+    await client.send({"type": "start"})
+    frame = await client.expect_where(
+        lambda frame: frame["type"] in ("started", "error")
+    )
+    await client.close()
+    return str(frame.get("code", frame["type"]))
+
+
+async def test_start_limit_per_forwarded_address(tmp_path: Path) -> None:
+    async with running_relay(tmp_path, trusted_proxies="127.0.0.1") as relay:
+        await demo_volunteer(relay)
+        others = [await start_via_proxy(relay, f"203.0.113.{n}") for n in range(25)]
+        same = [await start_via_proxy(relay, "198.51.100.1") for _ in range(21)]
+
+    assert set(others) == {"started"}
+    assert same[-1] == "rate_limited"
+    assert set(same[:-1]) == {"started"}

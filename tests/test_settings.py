@@ -404,6 +404,7 @@ def test_readme_documents_setting(variable: str) -> None:
         ("VSO_PURGE_INTERVAL_SECONDS", "0"),
         ("VSO_BLOCK_SECONDS", "59"),
         ("VSO_SESSION_IDLE_SECONDS", "59"),
+        ("VSO_TRUSTED_PROXIES", "proxy.example"),
     ],
 )
 def test_load_settings_safety_value_invalid(variable: str, raw: str) -> None:
@@ -415,3 +416,9 @@ def test_load_settings_data_key_accepts_several() -> None:
     keys = f"{new_key_text()}, {new_key_text()}"
 
     assert load(VSO_DATA_KEY=keys).data_key == keys
+
+
+def test_load_settings_trusted_proxies_list() -> None:
+    settings = load(VSO_TRUSTED_PROXIES="127.0.0.1, ::1")
+
+    assert settings.trusted_proxies == frozenset({"127.0.0.1", "::1"})

@@ -22,6 +22,7 @@ from relay.pages import (
     serving_origin,
 )
 from relay.protocol import ProtocolError
+from relay.ratelimit import client_address
 from relay.services import Services, get_services
 from relay.settings import ws_origin
 from relay.sites import DEFAULT_EXIT_URL
@@ -228,7 +229,12 @@ async def chat_socket(websocket: WebSocket) -> None:
     logger.info("visitor socket %s opened on site %d", peer.id, site.id)
 
     def address_key() -> str:
-        return guard.address_key(websocket.client.host if websocket.client else None)
+        address = client_address(
+            websocket.client.host if websocket.client else None,
+            websocket.headers.get("x-forwarded-for"),
+            services.settings.trusted_proxies,
+        )
+        return guard.address_key(address)
 
     async def handle(text: str) -> None:
         nonlocal conversation_id

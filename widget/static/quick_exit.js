@@ -18,7 +18,7 @@ function leave(event) {
   try {
     sessionStorage.clear();
   } catch {
-    // Storage is switched off, so it holds nothing to clear.
+    // Storage is switched off, so it contains nothing to clear.
   }
   if (window.top === window) {
     location.replace(exitUrl);
