@@ -6,8 +6,8 @@ from starlette.requests import Request
 
 MAX_FORM_BYTES = 8 * 1024
 MAX_FORM_FIELDS = 10
-# A text field that people never see or fill in (hidden by CSS, out of the tab
-# order, hidden from screen readers); robots that fill every field fill it too.
+# A text field that people never see or fill in, because CSS moves it off screen,
+# it is out of the tab order and screen readers skip it. Robots fill it in.
 HONEYPOT_FIELD = "website"
 
 

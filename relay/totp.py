@@ -1,7 +1,7 @@
 """Second factor for volunteer sign-in: TOTP (RFC 6238) and recovery codes.
 
-Codes are 6 digits over 30-second steps; one step either side is accepted for
-clock drift, and the store refuses a step at or below the last one used, so a
+Codes are 6 digits over 30-second steps, and one step either side is accepted
+for clock drift. The store rejects a step at or below the last one used, so a
 code works once. Recovery codes are random, shown once, and stored as SHA-256
 hashes; each works once.
 """

@@ -1,5 +1,5 @@
-"""Property-based fuzzing of the relay's forms over real HTTP: whatever a form
-post holds, the relay answers with a page, never a server error, and creates no
+"""Property-based fuzzing of the relay's forms over real HTTP. Whatever a form
+post contains, the relay returns a page, never a server error, and creates no
 session."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Visitor safety in real Chromium: Quick exit with and without scripts, in a tab
-and in the embed iframe on a partner page of another origin; deleting a
-conversation; hostile text shown as text on both sides."""
+"""Visitor safety in real Chromium. Quick exit is pressed with and without
+scripts, in a tab and in the embed iframe on a partner page of another origin.
+A conversation is deleted, and hostile text must show as text on both sides."""
 
 from __future__ import annotations
 
@@ -309,6 +309,18 @@ def test_hostile_text_shown_as_text(browser: Browser, server: RelayServer) -> No
     assert visitor.locator("img, svg, script:not([src])").count() == 0
     assert panel.locator("img, svg").count() == 0
     assert directions == {"auto"}
+    for page in (visitor, volunteer):
+        # Over-long words wrap inside the bubble, and bidi controls stay inside it.
+        overflowing = page.evaluate(
+            "[...document.querySelectorAll('.message-body')]"
+            ".filter((el) => el.scrollWidth > el.clientWidth + 1).length"
+        )
+        isolations = page.evaluate(
+            "[...new Set([...document.querySelectorAll('.message-body')]"
+            ".map((el) => getComputedStyle(el).unicodeBidi))]"
+        )
+        assert overflowing == 0
+        assert isolations == ["isolate"]
     for side in (visitor.locator(".message-body a"), panel.locator(".message-body a")):
         assert [link.get_attribute("href") for link in side.all()] == LINKS
         rels = {link.get_attribute("rel") for link in side.all()}
