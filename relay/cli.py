@@ -212,13 +212,14 @@ async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
     store = await _with_store(settings, cipher)
     try:
         count = await store.reseal_messages()
+        secrets_count = await store.reseal_totp_secrets()
     except StoreError as error:
         raise CommandError(str(error)) from None
     finally:
         await store.close()
     _write(
-        f"Sealed {count} messages with key {cipher.current_key_id}. Older keys can"
-        " now be removed."
+        f"Sealed {count} messages and {secrets_count} TOTP secrets with key"
+        f" {cipher.current_key_id}. Older keys can now be removed."
     )
 
 
@@ -229,7 +230,8 @@ async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
 def serve(settings: Settings) -> None:
     """Run the relay in uvicorn until SIGINT or SIGTERM.
 
-    Raises ``CommandError`` when the data key is missing or invalid.
+    Raises ``CommandError`` when the port is taken or the data key is missing
+    or invalid.
     """
     import uvicorn
 
@@ -237,7 +239,6 @@ def serve(settings: Settings) -> None:
 
     _check_port_free(settings.host, settings.port)
     _cipher(settings)
-
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)

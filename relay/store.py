@@ -769,6 +769,32 @@ class Store:
             if len(rows) < batch:
                 return total
 
+    async def reseal_totp_secrets(self) -> int:
+        """Seal every TOTP secret not sealed with the current key; return how many.
+
+        Raises ``StoreError`` when a secret cannot be decrypted with any key.
+        """
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        prefix = f"{SEALED_PREFIX}:{self._cipher.current_key_id}:"
+        rows = await self._fetchall(
+            "SELECT id FROM volunteers WHERE totp_secret IS NOT NULL"
+            " AND substr(totp_secret, 1, ?) != ?",
+            (len(prefix), prefix),
+        )
+        for row in rows:
+            volunteer_id = int(row[0])
+            secret = await self.get_totp_secret(volunteer_id)
+            if secret is None:
+                continue
+            sealed = self._cipher.encrypt(secret, f"totp:{volunteer_id}")
+            async with self._transaction() as tx:
+                await tx.execute(
+                    "UPDATE volunteers SET totp_secret = ? WHERE id = ?",
+                    (sealed, volunteer_id),
+                )
+        return len(rows)
+
     # Deletion and retention
 
     async def delete_conversation(self, conversation_id: str) -> bool:

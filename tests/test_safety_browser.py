@@ -234,7 +234,11 @@ def test_safety_page_has_quick_exit(
 
 def start_chat(visitor: Page, volunteer: Page, server: RelayServer) -> None:
     sign_in(volunteer, server)
-    volunteer.get_by_role("switch", name="Available").check()
+    switch = volunteer.get_by_role("switch", name="Available")
+    # Enabled once the relay sent the state, which may already be "Available"
+    # from an earlier test on this relay.
+    expect(switch).to_be_enabled()
+    switch.check()
     visitor.goto(f"{server.base_url}/chat?site=demo")
     visitor.get_by_role("button", name="Start chat").click()
     volunteer.get_by_role("button", name="Accept").click()

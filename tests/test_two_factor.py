@@ -206,3 +206,24 @@ async def test_session_idle_expired(tmp_path: Path) -> None:
     assert live is not None
     assert expired is None
     assert gone is None
+
+
+async def test_rotated_key_still_opens_totp_secret(tmp_path: Path) -> None:
+    old_key, new_key = new_key_text(), new_key_text()
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path, DataCipher.from_text(old_key))
+    volunteer = await store.add_volunteer("vera", "Vera", "hash", 2, "admin")
+    await store.set_totp(volunteer.id, "JBSWY3DPEHPK3PXP", [])
+    await store.close()
+    store = await Store.open(path, DataCipher.from_text(f"{new_key} {old_key}"))
+    resealed = await store.reseal_totp_secrets()
+    await store.close()
+
+    store = await Store.open(path, DataCipher.from_text(new_key))
+    try:
+        secret = await store.get_totp_secret(volunteer.id)
+    finally:
+        await store.close()
+
+    assert resealed == 1
+    assert secret == "JBSWY3DPEHPK3PXP"
