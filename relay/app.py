@@ -27,6 +27,7 @@ from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
 from relay.hub import LocalHub
+from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
 from relay.retention import run_purges
@@ -108,6 +109,9 @@ def create_app(settings: Settings) -> Starlette:
             chat=chat,
             signer=Signer(settings),
             guard=Guard(block_seconds=settings.block_seconds),
+            nojs=NoScriptVisitors(
+                chat, settings.secret_key, settings.max_message_chars
+            ),
         )
         purges = asyncio.create_task(
             run_purges(store, settings.retention_days, settings.purge_interval_seconds),

@@ -35,6 +35,13 @@ logger = logging.getLogger("relay.conversations")
 
 EMERGENCY_NUMBER = "112"
 
+# A visitor without a socket (the chat page with scripts off) counts as connected
+# for this long after each request; its transcript frame reloads every few seconds.
+HTTP_PRESENCE_SECONDS = 10.0
+
+SCRIPT = "script"
+NOSCRIPT = "noscript"
+
 
 def hash_token(token: str) -> str:
     """Return the hex SHA-256 of a conversation token, as stored."""
@@ -81,6 +88,10 @@ class ChatService:
         self._visitor_timers: dict[str, asyncio.Task[None]] = {}
         self._volunteer_timers: dict[int, asyncio.Task[None]] = {}
         self._any_available = False
+        # Visitors without a socket: the task that marks one gone when requests stop.
+        self._http_presence: dict[str, asyncio.Task[None]] = {}
+        # The transport a conversation's visitor used last, "script" or "noscript".
+        self._transports: dict[str, str] = {}
 
     # Start and stop
 
@@ -118,14 +129,17 @@ class ChatService:
 
     async def stop(self) -> None:
         """Cancel grace timers; conversations stay open for the next start."""
-        timers = list(self._visitor_timers.values()) + list(
-            self._volunteer_timers.values()
+        timers = (
+            list(self._visitor_timers.values())
+            + list(self._volunteer_timers.values())
+            + list(self._http_presence.values())
         )
         for task in timers:
             task.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
         self._visitor_timers.clear()
         self._volunteer_timers.clear()
+        self._http_presence.clear()
 
     # Visitors
 
@@ -160,12 +174,7 @@ class ChatService:
             if not self.volunteers_available():
                 peer.send({"type": "unavailable", "emergency": EMERGENCY_NUMBER})
                 return None
-            token = secrets.token_urlsafe(32)
-            conversation = await self.store.create_conversation(
-                secrets.token_urlsafe(12), site.id, hash_token(token)
-            )
-            position = self.pairing.enqueue(conversation.id)
-            self._queued_at[conversation.id] = conversation.created_at
+            conversation, token, position = await self._create(site, SCRIPT)
             self.hub.add_visitor(conversation.id, peer)
             peer.send(
                 {"type": "started", "conversation": conversation.id, "token": token}
@@ -175,6 +184,39 @@ class ChatService:
             self._announce_queue()
         logger.info("conversation %s started on site %d", conversation.id, site.id)
         return conversation
+
+    async def start_without_socket(self, site: Site) -> tuple[Conversation, str] | None:
+        """Open a conversation for a visitor without a socket (scripts off).
+
+        Returns the conversation and its token, or None, creating nothing, when no
+        volunteer is available. The request counts as the visitor's presence.
+        """
+        async with self._pairing_lock:
+            if not self.volunteers_available():
+                return None
+            conversation, token, position = await self._create(site, NOSCRIPT)
+            self._sent_positions[conversation.id] = position
+            self._announce_queue()
+        self._mark_http_presence(conversation.id)
+        logger.info(
+            "conversation %s started without scripts on site %d",
+            conversation.id,
+            site.id,
+        )
+        return conversation, token
+
+    async def _create(
+        self, site: Site, transport: str
+    ) -> tuple[Conversation, str, int]:
+        """Store a new queued conversation; the caller holds the pairing lock."""
+        token = secrets.token_urlsafe(32)
+        conversation = await self.store.create_conversation(
+            secrets.token_urlsafe(12), site.id, hash_token(token)
+        )
+        position = self.pairing.enqueue(conversation.id)
+        self._queued_at[conversation.id] = conversation.created_at
+        self._transports[conversation.id] = transport
+        return conversation, token, position
 
     async def resume(
         self, peer: Peer, site: Site, token: str, last_seq: int
@@ -211,19 +253,11 @@ class ChatService:
                 )
             for message in await self.store.messages_after(current.id, last_seq):
                 peer.send(message_frame(message, await self._author(message)))
-            was_connected = self.hub.visitor_connected(current.id)
+            before = self._presence(current.id)
             self.hub.add_visitor(current.id, peer)
+            self._transports[current.id] = SCRIPT
             self._cancel_visitor_timer(current.id)
-            volunteer = self.pairing.volunteer_of(current.id)
-            if not was_connected and volunteer is not None:
-                self.hub.to_volunteer(
-                    volunteer,
-                    {
-                        "type": "visitor_status",
-                        "conversation": current.id,
-                        "connected": True,
-                    },
-                )
+            self._announce_presence(current.id, before)
         logger.info("conversation %s resumed", current.id)
         return current
 
@@ -262,21 +296,94 @@ class ChatService:
 
     async def visitor_disconnected(self, conversation_id: str, peer: Peer) -> None:
         """Forget a visitor socket; after its last one, start the grace period."""
+        before = self._presence(conversation_id)
         if not self.hub.remove_visitor(conversation_id, peer):
             return
         if not self.is_open(conversation_id):
             return
+        self._announce_presence(conversation_id, before)
+        if not self.visitor_present(conversation_id):
+            self._start_visitor_timer(conversation_id)
+
+    async def visitor_seen(self, conversation_id: str) -> None:
+        """Count a request of a visitor without a socket as their presence.
+
+        Each reload of the transcript frame restarts the presence window; the
+        volunteer hears ``visitor_status`` when the visitor comes or goes, or
+        switches between the two transports.
+        """
+        if self.is_open(conversation_id):
+            self._mark_http_presence(conversation_id)
+
+    def visitor_present(self, conversation_id: str) -> bool:
+        """Return True while the visitor has a socket or made a recent request."""
+        return (
+            self.hub.visitor_connected(conversation_id)
+            or conversation_id in self._http_presence
+        )
+
+    def transport_of(self, conversation_id: str) -> str:
+        """Return ``script`` while a socket is open, else the transport used last."""
+        if self.hub.visitor_connected(conversation_id):
+            return SCRIPT
+        if conversation_id in self._http_presence:
+            return NOSCRIPT
+        return self._transports.get(conversation_id, SCRIPT)
+
+    def _presence(self, conversation_id: str) -> tuple[bool, str]:
+        return (
+            self.visitor_present(conversation_id),
+            self.transport_of(conversation_id),
+        )
+
+    def _announce_presence(
+        self, conversation_id: str, before: tuple[bool, str]
+    ) -> None:
+        """Tell the volunteer when the visitor's presence or transport changed."""
+        after = self._presence(conversation_id)
+        self._transports[conversation_id] = after[1]
         volunteer = self.pairing.volunteer_of(conversation_id)
-        if volunteer is not None:
+        if after != before and volunteer is not None:
             self.hub.to_volunteer(
                 volunteer,
                 {
                     "type": "visitor_status",
                     "conversation": conversation_id,
-                    "connected": False,
+                    "connected": after[0],
+                    "transport": after[1],
                 },
             )
-        self._start_visitor_timer(conversation_id)
+
+    def _mark_http_presence(self, conversation_id: str) -> None:
+        before = self._presence(conversation_id)
+        task = self._http_presence.pop(conversation_id, None)
+        if task is not None:
+            task.cancel()
+        self._http_presence[conversation_id] = self._spawn(
+            self._http_presence_ends(conversation_id),
+            f"visitor-presence-{conversation_id}",
+        )
+        if not self.hub.visitor_connected(conversation_id):
+            self._transports[conversation_id] = NOSCRIPT
+        self._cancel_visitor_timer(conversation_id)
+        self._announce_presence(conversation_id, before)
+
+    async def _http_presence_ends(self, conversation_id: str) -> None:
+        await asyncio.sleep(HTTP_PRESENCE_SECONDS)
+        before = self._presence(conversation_id)
+        if self._http_presence.get(conversation_id) is asyncio.current_task():
+            del self._http_presence[conversation_id]
+        if not self.is_open(conversation_id):
+            return
+        self._announce_presence(conversation_id, before)
+        if not self.visitor_present(conversation_id):
+            self._start_visitor_timer(conversation_id)
+
+    def _forget_presence(self, conversation_id: str) -> None:
+        task = self._http_presence.pop(conversation_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self._transports.pop(conversation_id, None)
 
     # Volunteers
 
@@ -307,7 +414,8 @@ class ChatService:
                 {
                     "conversation": conversation_id,
                     "started_at": conversation.assigned_at if conversation else None,
-                    "visitor_connected": self.hub.visitor_connected(conversation_id),
+                    "visitor_connected": self.visitor_present(conversation_id),
+                    "transport": self.transport_of(conversation_id),
                 }
             )
         peer.send(
@@ -379,9 +487,8 @@ class ChatService:
                         "started_at": conversation.assigned_at
                         if conversation
                         else None,
-                        "visitor_connected": self.hub.visitor_connected(
-                            conversation_id
-                        ),
+                        "visitor_connected": self.visitor_present(conversation_id),
+                        "transport": self.transport_of(conversation_id),
                     },
                 )
                 # Messages the visitor wrote while waiting.
@@ -486,6 +593,7 @@ class ChatService:
             was_waiting = self.pairing.position(conversation_id) is not None
             volunteer = self.pairing.remove(conversation_id)
             self._cancel_visitor_timer(conversation_id)
+            self._forget_presence(conversation_id)
             self._queued_at.pop(conversation_id, None)
             self._sent_positions.pop(conversation_id, None)
             frame = self._ended_frame(conversation_id, reason)
@@ -595,6 +703,10 @@ class ChatService:
         frame["mine"] = message.volunteer_id == recipient
         return frame
 
+    async def display_name(self, volunteer_id: int) -> str:
+        """Return the display name visitors see for a volunteer."""
+        return await self._display_name(volunteer_id)
+
     async def _display_name(self, volunteer_id: int) -> str:
         name = self._display_names.get(volunteer_id)
         if name is None:
@@ -662,7 +774,7 @@ class ChatService:
 
     async def _expire_visitor(self, conversation_id: str) -> None:
         await asyncio.sleep(self.timeouts.visitor)
-        if self.hub.visitor_connected(conversation_id):
+        if self.visitor_present(conversation_id):
             return
         self._visitor_timers.pop(conversation_id, None)
         await self.end(conversation_id, "abandoned", "abandoned")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,11 +166,34 @@ def _non_negative_int(data: dict[str, Any], name: str) -> int:
     return value
 
 
+# Letters that render as blank space although Unicode does not class them as space
+# or format characters: Hangul fillers and the blank Braille pattern.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# Unicode categories that show nothing on their own: space and line separators,
+# control characters and format characters (zero-width space, joiners, marks of
+# direction, the byte order mark, variation selectors' neighbours and tags).
+INVISIBLE_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+
+
+def is_blank(text: str) -> bool:
+    """Return True when ``text`` would show nothing: only white space, zero-width
+    or other invisible characters."""
+    return all(
+        char in BLANK_LETTERS
+        or unicodedata.category(char) in INVISIBLE_CATEGORIES
+        or "\ufe00" <= char <= "\ufe0f"
+        for char in text
+    )
+
+
 def clean_body(body: object, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
     """Return the message body trimmed of outer white space.
 
     Raises ``ProtocolError`` with ``empty_message`` or ``message_too_long``; the
-    limit counts Unicode code points, as browsers' ``maxlength`` roughly does.
+    limit counts Unicode code points, as browsers' ``maxlength`` roughly does. A
+    body of only white space, zero-width or other invisible characters counts as
+    empty; otherwise such characters are kept as sent (joiners belong in emoji
+    and in some scripts).
     """
     if not isinstance(body, str):
         raise _invalid("Field 'body' must be a string.")
@@ -179,7 +203,7 @@ def clean_body(body: object, *, max_chars: int = MAX_MESSAGE_CHARS) -> str:
         # JSON allows lone surrogates such as "\ud800"; UTF-8 cannot store them.
         raise _invalid("Field 'body' contains an unpaired surrogate.") from None
     text = body.strip()
-    if not text:
+    if not text or is_blank(text):
         raise ProtocolError("empty_message", "The message is empty.")
     if len(text) > max_chars:
         raise ProtocolError(

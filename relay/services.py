@@ -10,6 +10,7 @@ from relay.auth import Signer
 from relay.conversations import ChatService
 from relay.hub import Hub
 from relay.ratelimit import Guard
+from relay.nojs import NoScriptVisitors
 from relay.settings import Settings
 from relay.store import Store
 
@@ -24,6 +25,7 @@ class Services:
     chat: ChatService
     signer: Signer
     guard: Guard
+    nojs: NoScriptVisitors
 
 
 def get_services(connection: HTTPConnection) -> Services:

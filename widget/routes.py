@@ -28,6 +28,7 @@ from relay.settings import ws_origin
 from relay.sites import DEFAULT_EXIT_URL
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
+from widget import nojs
 
 logger = logging.getLogger("widget")
 
@@ -39,15 +40,6 @@ SITE_KEY_MAX_CHARS = 64
 templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
 
 NO_STORE = {"cache-control": "no-store"}
-
-
-def _page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
-    return {
-        **NO_STORE,
-        "content-security-policy": content_security_policy(
-            connect=[ws_origin(origin)], frame_ancestors=frame_ancestors
-        ),
-    }
 
 
 async def _site_from_query(request: Request | WebSocket) -> Site | None:
@@ -95,25 +87,15 @@ async def safety_page(request: Request) -> Response:
 
 
 async def chat_page(request: Request) -> Response:
-    """Serve the chat page for one partner site, inside its iframe or a tab."""
-    services = get_services(request)
+    """Serve the chat page for one partner site, inside its iframe or a tab.
+
+    The page works with scripts off; with the conversation cookie it shows the
+    running conversation (see ``widget/nojs.py``).
+    """
     site = await _site_from_query(request)
     if site is None:
         return _not_found(request, "This chat link is not valid. Check the address.")
-    origin = serving_origin(request, services.settings)
-    ws_url = f"{ws_origin(origin)}/chat/ws?site={site.key}"
-    return templates.TemplateResponse(
-        request,
-        "chat.html",
-        {
-            "site_name": site.name,
-            "ws_url": ws_url,
-            "emergency_number": EMERGENCY_NUMBER,
-            "lang": "en",
-            **_safety_context(site),
-        },
-        headers=_page_headers(origin, ["'self'", *site.origins]),
-    )
+    return await nojs.chat_page(request, site)
 
 
 async def delete_form(request: Request) -> Response:
@@ -288,10 +270,17 @@ async def chat_socket(websocket: WebSocket) -> None:
         logger.info("visitor socket %s closed", peer.id)
 
 
+nojs.setup(templates)
+
 routes: list[BaseRoute] = [
     Route("/chat", chat_page, methods=["GET"]),
     Route("/safety", safety_page, methods=["GET"]),
     Route("/chat/delete", delete_form, methods=["POST"]),
+    Route("/chat/nojs/start", nojs.start, methods=["POST"]),
+    Route("/chat/nojs/send", nojs.send, methods=["POST"]),
+    Route("/chat/nojs/end", nojs.end, methods=["POST"]),
+    Route("/chat/nojs/transcript", nojs.transcript, methods=["GET"]),
+    Route("/chat/session", nojs.remember, methods=["POST"]),
     WebSocketRoute("/chat/ws", chat_socket),
     Route("/widget/loader.js", loader_script, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),

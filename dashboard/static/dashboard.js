@@ -416,6 +416,7 @@ function handleState(frame) {
       resetEndControls(chat);
     }
     setVisitorConnected(chat, entry.visitor_connected !== false);
+    setTransport(chat, entry.transport);
   }
 
   for (const chat of dashboard.chats.values()) {
@@ -457,6 +458,7 @@ function handleAssigned(frame) {
   if (typeof frame.visitor_connected === 'boolean') {
     setVisitorConnected(chat, frame.visitor_connected);
   }
+  setTransport(chat, frame.transport);
   renderQueue();
   updateChatsSummary();
   announce(`You are now chatting with ${chat.label}.`);
@@ -514,6 +516,7 @@ function handleVisitorStatus(frame) {
   const chat = dashboard.chats.get(frame.conversation);
   if (chat && !chat.ended) {
     setVisitorConnected(chat, frame.connected === true);
+    setTransport(chat, frame.transport);
   }
 }
 
@@ -863,6 +866,7 @@ function buildChatPanel(chat) {
     alert,
     heading: header.heading,
     unreadBadge: header.unreadBadge,
+    transportBadge: header.transportBadge,
     visitorStatus: header.visitorStatus,
     endedNotice: endedNotice.element,
     endedTitle: endedNotice.title,
@@ -897,6 +901,15 @@ function buildChatHeader(chat) {
   unreadBadge.hidden = true;
   heading.append(' ', unreadBadge);
 
+  // Shown while the visitor uses the chat page with scripts off; their page reloads
+  // the conversation every few seconds, so replies reach them a little later.
+  const transportBadge = document.createElement('span');
+  transportBadge.className = 'badge badge-noscript';
+  transportBadge.hidden = true;
+  transportBadge.textContent = 'no script';
+  transportBadge.title = 'The visitor has scripts switched off. Your replies reach them within a few seconds.';
+  heading.append(' ', transportBadge);
+
   const started = document.createElement('p');
   started.className = 'chat-meta';
   started.append('Started ');
@@ -909,7 +922,7 @@ function buildChatHeader(chat) {
   visitorStatus.textContent = 'Visitor connected';
 
   element.append(heading, started, visitorStatus);
-  return { element, heading, unreadBadge, visitorStatus };
+  return { element, heading, unreadBadge, transportBadge, visitorStatus };
 }
 
 function buildEndedNotice(chat) {
@@ -1264,6 +1277,14 @@ function setVisitorConnected(chat, connected) {
     status.textContent = text;
   }
   status.dataset.connected = String(connected);
+}
+
+// `transport` is "noscript" or "script"; older relays send none, which means script.
+function setTransport(chat, transport) {
+  if (transport !== 'noscript' && transport !== 'script') {
+    return;
+  }
+  chat.elements.transportBadge.hidden = transport !== 'noscript';
 }
 
 // `action` is "end" or "block"; both end the chat after the volunteer confirms.

@@ -37,9 +37,11 @@ const dom = {
   resumingState: getElement("resuming-state"),
   welcomeState: getElement("welcome-state"),
   welcomeUnavailable: getElement("welcome-unavailable"),
+  startForm: getElement("start-form"),
   startButton: getElement("start-button"),
   unavailableState: getElement("unavailable-state"),
   availableAgain: getElement("available-again"),
+  retryForm: getElement("retry-form"),
   retryButton: getElement("retry-button"),
   waitingState: getElement("waiting-state"),
   waitingText: getElement("waiting-text"),
@@ -51,6 +53,7 @@ const dom = {
   transcript: getElement("transcript"),
   endedState: getElement("ended-state"),
   endedReason: getElement("ended-reason"),
+  newChatForm: getElement("new-chat-form"),
   newChatButton: getElement("new-chat-button"),
   deleteControls: getElement("delete-controls"),
   deleteButton: getElement("delete-button"),
@@ -291,6 +294,7 @@ function handleStarted(frame) {
   if (typeof frame.token !== "string" || !frame.token) return reportInvalidFrame(frame);
   state.token = frame.token;
   storeToken(frame.token);
+  rememberForNoScript(frame.token);
   state.startRequested = false;
   state.requeued = false;
   state.queuePosition = null;
@@ -835,10 +839,28 @@ function clearStoredToken() {
 
 // ---- Start ----
 
+// Hands the token to the relay for its HttpOnly cookie, so that a reload with
+// scripts switched off finds this conversation. Where cookies do not work (a
+// cross-site iframe) this changes nothing, and the chat goes on as before.
+function rememberForNoScript(token) {
+  const body = new URLSearchParams({ site: dom.chat.dataset.site || "", token, csrf_token: dom.chat.dataset.sessionCsrf || "" });
+  fetch("/chat/session", { method: "POST", body, credentials: "same-origin" }).catch((error) => {
+    console.info("The relay could not remember the chat for a reload without scripts:", error);
+  });
+}
+
+// The start forms work without this script too; with it, they start over the socket.
+function onSubmit(form, action) {
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    action();
+  });
+}
+
 function init() {
-  dom.startButton.addEventListener("click", startChat);
-  dom.retryButton.addEventListener("click", startChat);
-  dom.newChatButton.addEventListener("click", startNewChat);
+  onSubmit(dom.startForm, startChat);
+  onSubmit(dom.retryForm, startChat);
+  onSubmit(dom.newChatForm, startNewChat);
   dom.endButton.addEventListener("click", endChat);
   dom.deleteButton.addEventListener("click", askToDelete);
   dom.deleteYes.addEventListener("click", deleteConversation);
@@ -858,10 +880,22 @@ function init() {
     render();
     return;
   }
-  dom.startButton.hidden = false; // hidden in the markup, where it would do nothing without this script
-  state.token = readStoredToken();
-  state.phase = state.token ? "resuming" : "welcome";
-  render();
+  // A conversation the page was rendered with (the relay's cookie, set by the page
+  // without scripts) comes first; otherwise the one this tab started.
+  const pageToken = dom.chat.dataset.resumeToken || null;
+  const storedToken = readStoredToken();
+  state.token = pageToken || storedToken;
+  if (pageToken) storeToken(pageToken);
+  else if (storedToken) rememberForNoScript(storedToken);
+  if (state.token) {
+    state.phase = "resuming";
+    render();
+  } else if (dom.chat.dataset.phase === "ended") {
+    showEnded(dom.chat.dataset.endedReason || null);
+  } else {
+    state.phase = "welcome";
+    render();
+  }
   connect();
   setInterval(checkConnection, CHECK_INTERVAL_MS);
 }

@@ -1,0 +1,485 @@
+"""The chat page without scripts: rendering it, its forms and its transcript frame.
+
+Forms post to ``/chat/nojs/start``, ``/send`` and ``/end``. In a first-party tab,
+where the HttpOnly conversation cookie works, every post answers with a 303 to
+``/chat?site=KEY`` (Post/Redirect/Get). Inside a cross-site iframe, where no
+cookie comes back, the post renders the page itself, because the page needs the
+conversation token for its next form and the token must not go into a URL. Each
+form carries an idempotency key, so a resubmission changes nothing.
+``docs/nojs.md`` explains the design and its limits.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from relay import auth, protocol
+from relay.conversations import EMERGENCY_NUMBER
+from relay.nojs import new_form_key
+from relay.pages import content_security_policy, serving_origin
+from relay.protocol import ProtocolError
+from relay.services import Services, get_services
+from relay.settings import ws_origin
+from relay.store import Conversation, Site
+
+logger = logging.getLogger("widget.nojs")
+
+NO_STORE = {"cache-control": "no-store"}
+# A message of 4,000 characters of four UTF-8 bytes each, percent-encoded, fits.
+MAX_FORM_BYTES = 64 * 1024
+SITE_KEY_MAX_CHARS = 64
+TRANSCRIPT_REFRESH_SECONDS = 3
+# Set on every chat page; when it comes back with a start form, cookies work in
+# this context and the conversation can live in the HttpOnly cookie (PRG).
+PROBE_COOKIE = "vso_probe"
+
+ENDED_TEXTS = {
+    "visitor": "You ended the chat.",
+    "volunteer": "The volunteer ended the chat.",
+    "abandoned": "The chat was closed because the connection was lost for too long.",
+}
+ERROR_TEXTS = {
+    "empty_message": "Please write a message before sending.",
+    "conversation_ended": "This chat has ended, so the message was not sent.",
+    "storage_failed": "The message could not be saved. Please send it again.",
+    "invalid_frame": "The form was incomplete. Please try again.",
+}
+
+templates: Jinja2Templates | None = None
+
+
+def setup(shared_templates: Jinja2Templates) -> None:
+    global templates
+    templates = shared_templates
+
+
+def chat_cookie_name(services: Services) -> str:
+    return "__Host-vso_chat" if services.settings.secure else "vso_chat"
+
+
+def page_headers(origin: str, site: Site) -> dict[str, str]:
+    return {
+        **NO_STORE,
+        "content-security-policy": content_security_policy(
+            connect=[ws_origin(origin)],
+            frame_ancestors=["'self'", *site.origins],
+            frame_src=["'self'"],
+        ),
+    }
+
+
+def _too_long_text(max_chars: int) -> str:
+    return (
+        f"That message is too long. Please shorten it to {max_chars:,} characters"
+        " or fewer."
+    )
+
+
+async def render_chat(
+    request: Request,
+    site: Site,
+    *,
+    phase: str,
+    conversation: Conversation | None = None,
+    token: str | None = None,
+    error: str | None = None,
+    draft: str = "",
+    ended_reason: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """Render the chat page in one phase: welcome, unavailable, ended, conversation."""
+    assert templates is not None
+    services = get_services(request)
+    origin = serving_origin(request, services.settings)
+    start_key = new_form_key()
+    context: dict[str, Any] = {
+        "site_name": site.name,
+        "site_key": site.key,
+        "ws_url": f"{ws_origin(origin)}/chat/ws?site={site.key}",
+        "emergency_number": EMERGENCY_NUMBER,
+        "lang": "en",
+        "phase": phase,
+        "volunteers_available": services.chat.volunteers_available(),
+        "start_key": start_key,
+        "start_csrf": services.signer.csrf_token(f"start:{site.key}:{start_key}"),
+        "session_csrf": services.signer.csrf_token(f"session:{site.key}"),
+        "ended_reason": ended_reason if ended_reason in ENDED_TEXTS else None,
+        "ended_text": ENDED_TEXTS.get(ended_reason or "", ""),
+        "error": error,
+        "resume_token": None,
+        "max_chars": services.settings.max_message_chars,
+    }
+    if phase == "conversation" and conversation is not None and token is not None:
+        transcript = services.nojs.transcript_token(conversation.id)
+        context.update(
+            resume_token=token,
+            conversation_token=token,
+            conversation_csrf=services.signer.csrf_token(f"chat:{conversation.id}"),
+            send_key=new_form_key(),
+            transcript_url="/chat/nojs/transcript?" + urlencode({"t": transcript}),
+            draft=draft,
+        )
+    response = templates.TemplateResponse(
+        request,
+        "chat.html",
+        context,
+        status_code=status_code,
+        headers=page_headers(origin, site),
+    )
+    response.set_cookie(
+        PROBE_COOKIE,
+        "1",
+        path="/chat",
+        secure=services.signer.secure,
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+async def chat_page(request: Request, site: Site) -> Response:
+    """GET /chat: the conversation of the cookie, or the start page."""
+    services = get_services(request)
+    cookie_name = chat_cookie_name(services)
+    token = request.cookies.get(cookie_name)
+    conversation = await services.nojs.find(token, site) if token else None
+    if conversation is not None and conversation.is_open:
+        return await render_chat(
+            request, site, phase="conversation", conversation=conversation, token=token
+        )
+    if conversation is not None:
+        response = await render_chat(
+            request, site, phase="ended", ended_reason=conversation.end_reason
+        )
+        response.delete_cookie(cookie_name, path="/")
+        return response
+    reason = request.query_params.get("ended")
+    if reason in ENDED_TEXTS:
+        return await render_chat(request, site, phase="ended", ended_reason=reason)
+    return await render_chat(request, site, phase="welcome")
+
+
+# Posts
+
+
+async def _read_form(request: Request) -> dict[str, str] | None:
+    """Return the form's text fields, or None when the body is too large."""
+    if int(request.headers.get("content-length") or 0) > MAX_FORM_BYTES:
+        return None
+    form = await request.form(max_files=0, max_fields=10, max_part_size=MAX_FORM_BYTES)
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+async def _site_of(request: Request, form: dict[str, str]) -> Site | None:
+    # The forms' actions carry the (public) site key in the query too, so that
+    # even a post whose body is too large to read gets a proper page.
+    key = request.query_params.get("site") or form.get("site", "")
+    if not key or len(key) > SITE_KEY_MAX_CHARS:
+        return None
+    return await get_services(request).store.get_site_by_key(key)
+
+
+def _problem(request: Request, message: str, status_code: int) -> Response:
+    """A page for a post that cannot be tied to a partner site at all."""
+    assert templates is not None
+    return templates.TemplateResponse(
+        request,
+        "not_found.html",
+        {"message": message, "lang": "en"},
+        status_code=status_code,
+        headers=NO_STORE,
+    )
+
+
+def _chat_url(site: Site, **extra: str) -> str:
+    return "/chat?" + urlencode({"site": site.key, **extra})
+
+
+def _cross_site(request: Request) -> bool:
+    services = get_services(request)
+    return not auth.same_origin_request(request.headers, services.settings.own_origins)
+
+
+async def start(request: Request) -> Response:
+    """POST /chat/nojs/start: open a conversation once per form key."""
+    services = get_services(request)
+    form = await _read_form(request)
+    site = await _site_of(request, form or {})
+    if form is None or site is None:
+        return _problem(request, "This chat link is not valid. Check the address.", 400)
+    key = form.get("key", "")
+    if (
+        not valid_client_key(key)
+        or _cross_site(request)
+        or not services.signer.check_csrf(
+            form.get("csrf_token"), f"start:{site.key}:{key}"
+        )
+    ):
+        logger.info("no-script start rejected: bad CSRF token or cross-site post")
+        return await render_chat(
+            request,
+            site,
+            phase="welcome",
+            error="The form expired. Please press Start chat again.",
+            status_code=400,
+        )
+    started = await services.nojs.start(site, key)
+    if started is None:
+        return await render_chat(request, site, phase="unavailable")
+    conversation, token = started.conversation, started.token
+    if not conversation.is_open:
+        return await render_chat(
+            request, site, phase="ended", ended_reason=conversation.end_reason
+        )
+    if request.cookies.get(PROBE_COOKIE):
+        response: Response = RedirectResponse(_chat_url(site), status_code=303)
+    else:
+        response = await render_chat(
+            request, site, phase="conversation", conversation=conversation, token=token
+        )
+    _set_chat_cookie(services, response, token)
+    return response
+
+
+def _set_chat_cookie(services: Services, response: Response, token: str) -> None:
+    # A session cookie (no Max-Age): it goes when the browser closes, and ending
+    # the chat revokes its token anyway.
+    response.set_cookie(
+        chat_cookie_name(services),
+        token,
+        path="/",
+        secure=services.signer.secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+async def _conversation_of_form(
+    request: Request, form: dict[str, str] | None
+) -> tuple[Site, Conversation, str] | Response:
+    """Check a send or end form; return its site, conversation and token.
+
+    Anything wrong gives a page that explains it, and nothing is stored.
+    """
+    services = get_services(request)
+    site = await _site_of(request, form or {})
+    if site is None:
+        return _problem(request, "This chat link is not valid. Check the address.", 400)
+    if form is None:
+        return await _page_of_cookie(
+            request, site, _too_long_text(services.settings.max_message_chars), 413
+        )
+    token = form.get("token", "")
+    conversation = await services.nojs.find(token, site)
+    if conversation is None:
+        logger.info("no-script post rejected: missing or unknown conversation token")
+        return await _page_of_cookie(
+            request,
+            site,
+            "This chat could not be found. It may have ended; you can start a new one.",
+            403,
+        )
+    if _cross_site(request) or not services.signer.check_csrf(
+        form.get("csrf_token"), f"chat:{conversation.id}"
+    ):
+        logger.info("no-script post rejected: bad CSRF token or cross-site post")
+        if not conversation.is_open:
+            return await _page_of_cookie(request, site, None, 400)
+        return await render_chat(
+            request,
+            site,
+            phase="conversation",
+            conversation=conversation,
+            token=token,
+            error="The form expired or came from another page. Please try again.",
+            draft=form.get("body", ""),
+            status_code=400,
+        )
+    if not conversation.is_open:
+        return await _page_of_cookie(
+            request, site, "This chat has ended, so nothing was sent.", 409
+        )
+    return site, conversation, token
+
+
+async def _page_of_cookie(
+    request: Request, site: Site, error: str | None, status_code: int
+) -> Response:
+    """Render what GET /chat would show, with an error message on it."""
+    services = get_services(request)
+    token = request.cookies.get(chat_cookie_name(services))
+    conversation = await services.nojs.find(token, site) if token else None
+    if conversation is not None and conversation.is_open and token:
+        return await render_chat(
+            request,
+            site,
+            phase="conversation",
+            conversation=conversation,
+            token=token,
+            error=error,
+            status_code=status_code,
+        )
+    return await render_chat(
+        request, site, phase="welcome", error=error, status_code=status_code
+    )
+
+
+def _after_post(
+    request: Request, site: Site, token: str, **query: str
+) -> Response | None:
+    """The 303 of Post/Redirect/Get when the cookie carries this conversation."""
+    services = get_services(request)
+    if request.cookies.get(chat_cookie_name(services)) == token:
+        return RedirectResponse(_chat_url(site, **query), status_code=303)
+    return None
+
+
+async def send(request: Request) -> Response:
+    """POST /chat/nojs/send: store a message once per form key."""
+    services = get_services(request)
+    form = await _read_form(request)
+    checked = await _conversation_of_form(request, form)
+    if isinstance(checked, Response):
+        return checked
+    site, conversation, token = checked
+    assert form is not None
+    body = form.get("body", "")
+    try:
+        await services.nojs.send(conversation, form.get("key", ""), body)
+    except ProtocolError as error:
+        if error.code == "conversation_ended":
+            current = await services.store.get_conversation(conversation.id)
+            return await render_chat(
+                request,
+                site,
+                phase="ended",
+                ended_reason=current.end_reason if current else None,
+                error=ERROR_TEXTS["conversation_ended"],
+                status_code=409,
+            )
+        text = (
+            _too_long_text(services.settings.max_message_chars)
+            if error.code == "message_too_long"
+            else ERROR_TEXTS.get(error.code, "Something went wrong. Please try again.")
+        )
+        return await render_chat(
+            request,
+            site,
+            phase="conversation",
+            conversation=conversation,
+            token=token,
+            error=text,
+            draft=body,
+            status_code=503 if error.code == "storage_failed" else 400,
+        )
+    redirect = _after_post(request, site, token)
+    if redirect is not None:
+        return redirect
+    return await render_chat(
+        request, site, phase="conversation", conversation=conversation, token=token
+    )
+
+
+async def end(request: Request) -> Response:
+    """POST /chat/nojs/end: end the conversation and revoke its tokens."""
+    services = get_services(request)
+    form = await _read_form(request)
+    checked = await _conversation_of_form(request, form)
+    if isinstance(checked, Response):
+        return checked
+    site, conversation, token = checked
+    await services.nojs.end(conversation)
+    response = _after_post(request, site, token, ended="visitor") or (
+        await render_chat(request, site, phase="ended", ended_reason="visitor")
+    )
+    response.delete_cookie(chat_cookie_name(services), path="/")
+    return response
+
+
+async def transcript(request: Request) -> Response:
+    """GET /chat/nojs/transcript?t=TOKEN: the reloading transcript frame.
+
+    The token is signed, read-only and lives a few minutes; each render links
+    the next reload to a fresh one. Each load counts as the visitor's presence.
+    An ended conversation shows nothing but that it ended.
+    """
+    assert templates is not None
+    services = get_services(request)
+    headers = {
+        **NO_STORE,
+        "content-security-policy": content_security_policy(frame_ancestors=["'self'"]),
+    }
+    context: dict[str, Any] = {
+        "lang": "en",
+        "state": "gone",
+        "message": "This view has expired. Reload the page to see the conversation.",
+        "messages": [],
+        "refresh_url": None,
+        "refresh_seconds": TRANSCRIPT_REFRESH_SECONDS,
+        "position": None,
+        "volunteer_name": None,
+        "ended_text": "",
+        "new_chat_url": None,
+    }
+    conversation_id = services.nojs.transcript_conversation(
+        request.query_params.get("t")
+    )
+    view = await services.nojs.view(conversation_id) if conversation_id else None
+    if view is not None and not view.conversation.is_open:
+        site = await services.store.get_site(view.conversation.site_id)
+        reason = view.conversation.end_reason or ""
+        context.update(
+            state="ended",
+            ended_text=ENDED_TEXTS.get(reason, ""),
+            new_chat_url=_chat_url(site, ended=reason) if site else None,
+        )
+    elif view is not None:
+        await services.nojs.seen(view.conversation)
+        token = services.nojs.transcript_token(view.conversation.id)
+        if view.position is not None:
+            state = "requeued" if view.requeued else "waiting"
+        else:
+            state = "chatting"
+        context.update(
+            state=state,
+            position=view.position,
+            volunteer_name=view.volunteer_name or "a volunteer",
+            messages=view.messages,
+            refresh_url="/chat/nojs/transcript?" + urlencode({"t": token}),
+        )
+    status_code = 200 if view is not None else 404
+    return templates.TemplateResponse(
+        request, "transcript.html", context, status_code=status_code, headers=headers
+    )
+
+
+async def remember(request: Request) -> Response:
+    """POST /chat/session: chat.js hands over its token for the HttpOnly cookie.
+
+    Then a reload with scripts switched off finds the conversation. Without a
+    working cookie (a cross-site iframe) this changes nothing.
+    """
+    services = get_services(request)
+    form = await _read_form(request) or {}
+    site = await _site_of(request, form)
+    if site is None or _cross_site(request):
+        return Response(status_code=400)
+    if not services.signer.check_csrf(form.get("csrf_token"), f"session:{site.key}"):
+        return Response(status_code=400)
+    token = form.get("token", "")
+    conversation = await services.nojs.find(token, site)
+    if conversation is None or not conversation.is_open:
+        return Response(status_code=404, headers=NO_STORE)
+    response = Response(status_code=204, headers=NO_STORE)
+    _set_chat_cookie(services, response, token)
+    return response
+
+
+def valid_client_key(key: str) -> bool:
+    return bool(protocol.CLIENT_ID_PATTERN.fullmatch(key))
