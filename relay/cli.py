@@ -22,6 +22,7 @@ from relay.sites import (
     DEFAULT_EXIT_URL,
     check_exit_url,
     embed_snippet,
+    inline_snippet,
     new_site_key,
     normalise_origin,
 )
@@ -133,6 +134,10 @@ async def site_add(settings: Settings, args: argparse.Namespace) -> None:
     _write(f"Added site {site.name} with key {site.key}. Paste this into its pages:")
     _write()
     _write(embed_snippet(settings.public_url, site.key))
+    _write()
+    _write("Or, to show the chat inside the page (works without scripts too):")
+    _write()
+    _write(inline_snippet(settings.public_url, site.key))
 
 
 async def site_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -151,6 +156,8 @@ async def site_list(settings: Settings, args: argparse.Namespace) -> None:
         _write("  embed snippet:")
         for line in embed_snippet(settings.public_url, site.key).splitlines():
             _write(f"    {line}")
+        _write("  inline snippet (the chat inside the page):")
+        _write(f"    {inline_snippet(settings.public_url, site.key)}")
         _write()
 
 

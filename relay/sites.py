@@ -102,3 +102,18 @@ def embed_snippet(public_url: str, site_key: str) -> str:
         f' data-vso-site="{key}">Chat with us</a>\n'
         f'<script async src="{loader_url}"></script>'
     )
+
+
+def inline_snippet(public_url: str, site_key: str) -> str:
+    """Return the alternative snippet: the chat page in a plain iframe.
+
+    For partners who want the chat inside the page. It needs no script on the
+    partner page or in the visitor's browser. The chat page's CSP lets only the
+    site's allowed origins frame it.
+    """
+    chat_url = html.escape(f"{public_url}/chat?site={site_key}")
+    return (
+        f'<iframe src="{chat_url}" title="Chat with a volunteer"'
+        ' width="380" height="600" referrerpolicy="no-referrer"'
+        ' loading="lazy"></iframe>'
+    )

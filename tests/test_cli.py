@@ -391,6 +391,19 @@ def test_site_list_shows_site_and_snippet(vso: Vso) -> None:
     assert f"Helpline (key {key})" in result.stdout
     assert f'data-vso-site="{key}">Chat with us</a>' in result.stdout
     assert f'<script async src="{PUBLIC_URL}/widget/loader.js">' in result.stdout
+    assert f'<iframe src="{PUBLIC_URL}/chat?site={key}"' in result.stdout
+
+
+def test_site_add_prints_inline_snippet(vso: Vso) -> None:
+    result = vso.run("site", "add", "Helpline", "--origin", "https://www.example.org")
+    key = site_key(result.stdout)
+
+    iframe = re.search(r"<iframe [^>]*></iframe>", result.stdout)
+    assert iframe, result.stdout
+    assert f'src="{PUBLIC_URL}/chat?site={key}"' in iframe.group(0)
+    assert 'title="Chat with a volunteer"' in iframe.group(0)
+    assert 'referrerpolicy="no-referrer"' in iframe.group(0)
+    assert "sandbox" not in iframe.group(0)
 
 
 # Configuration errors

@@ -122,7 +122,7 @@ async def render_chat(
             conversation_token=token,
             conversation_csrf=services.signer.csrf_token(f"chat:{conversation.id}"),
             send_key=new_form_key(),
-            transcript_url="/chat/nojs/transcript?" + urlencode({"t": transcript}),
+            transcript_url=_transcript_url(site, transcript),
             draft=draft,
         )
     response = templates.TemplateResponse(
@@ -195,6 +195,10 @@ def _problem(request: Request, message: str, status_code: int) -> Response:
         status_code=status_code,
         headers=NO_STORE,
     )
+
+
+def _transcript_url(site: Site, token: str) -> str:
+    return "/chat/nojs/transcript?" + urlencode({"site": site.key, "t": token})
 
 
 def _chat_url(site: Site, **extra: str) -> str:
@@ -411,9 +415,13 @@ async def transcript(request: Request) -> Response:
     """
     assert templates is not None
     services = get_services(request)
+    site = await _site_of(request, {})
+    # The frame sits in the chat page, which may sit in the partner's page; the
+    # CSP's frame-ancestors applies to every ancestor, so both are allowed.
+    ancestors = ["'self'", *(site.origins if site else ())]
     headers = {
         **NO_STORE,
-        "content-security-policy": content_security_policy(frame_ancestors=["'self'"]),
+        "content-security-policy": content_security_policy(frame_ancestors=ancestors),
     }
     context: dict[str, Any] = {
         "lang": "en",
@@ -431,8 +439,9 @@ async def transcript(request: Request) -> Response:
         request.query_params.get("t")
     )
     view = await services.nojs.view(conversation_id) if conversation_id else None
+    if view is not None and (site is None or view.conversation.site_id != site.id):
+        view = None
     if view is not None and not view.conversation.is_open:
-        site = await services.store.get_site(view.conversation.site_id)
         reason = view.conversation.end_reason or ""
         context.update(
             state="ended",
@@ -451,7 +460,7 @@ async def transcript(request: Request) -> Response:
             position=view.position,
             volunteer_name=view.volunteer_name or "a volunteer",
             messages=view.messages,
-            refresh_url="/chat/nojs/transcript?" + urlencode({"t": token}),
+            refresh_url=_transcript_url(site, token) if site else None,
         )
     status_code = 200 if view is not None else 404
     return templates.TemplateResponse(

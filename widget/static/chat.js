@@ -858,6 +858,9 @@ function onSubmit(form, action) {
 }
 
 function init() {
+  // The page's conversation block for browsers without scripts: this script
+  // carries the conversation over its socket instead.
+  document.getElementById("nojs-conversation")?.remove();
   onSubmit(dom.startForm, startChat);
   onSubmit(dom.retryForm, startChat);
   onSubmit(dom.newChatForm, startNewChat);
