@@ -15,8 +15,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, FrameLocator, Locator, Page
-from playwright.sync_api import expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    FrameLocator,
+    Locator,
+    Page,
+    expect,
+)
 
 from tests.relayserver import RelayServer, free_port
 from tests.test_end_to_end import sign_in

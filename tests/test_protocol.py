@@ -626,3 +626,54 @@ def test_error_frame_carries_help() -> None:
     error.help = [{"name": "Emergency", "number": "112"}]
 
     assert error.to_frame()["help"] == [{"name": "Emergency", "number": "112"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "\u200b",
+        "\u200b\u200c\u200d",
+        " \u2060 \ufeff ",
+        "\u200e\u200f\u202a\u202c",
+        "\u00ad",
+        "\u3164\u115f\u2800",
+        "\ufe0f",
+        "\u200b\n\u200b",
+    ],
+    ids=[
+        "zero-width-space",
+        "joiners",
+        "word-joiner-bom",
+        "direction-marks",
+        "soft-hyphen",
+        "fillers",
+        "variation-selector",
+        "zero-width-lines",
+    ],
+)
+def test_clean_body_rejects_invisible_only(body: str) -> None:
+    with pytest.raises(ProtocolError) as raised:
+        clean_body(body)
+
+    assert raised.value.code == "empty_message"
+
+
+@pytest.mark.parametrize("parse", PARSERS)
+def test_parse_send_zero_width_only_is_empty(parse: Any) -> None:
+    text = json.dumps(
+        {"type": "send", "conversation": "c1", "client_id": "m-1", "body": "\u200b"}
+    )
+
+    with pytest.raises(ProtocolError) as raised:
+        parse(text)
+
+    assert raised.value.code == "empty_message"
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["a\u200b", "\U0001f469\u200d\U0001f4bb", "\u2764\ufe0f", "\u0928\u094d\u200d"],
+    ids=["text-and-zwsp", "emoji-zwj", "emoji-variation", "devanagari-zwj"],
+)
+def test_clean_body_keeps_invisible_characters_in_text(body: str) -> None:
+    assert clean_body(body) == body

@@ -458,9 +458,13 @@ function endChat() {
   showEnded("visitor");
 }
 
+// White space, zero-width and other invisible characters only, as the relay's
+// protocol.is_blank counts them; the relay checks again.
+const BLANK_PATTERN = /^[\s\p{Z}\p{Cc}\p{Cf}\u115f\u1160\u3164\uffa0\u2800\ufe00-\ufe0f]*$/u;
+
 function submitMessage() {
   const body = dom.input.value.trim();
-  if (!body) {
+  if (!body || BLANK_PATTERN.test(body)) {
     showError(EMPTY_MESSAGE_TEXT);
     return;
   }
