@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
-SOURCES := relay widget dashboard tests
+SOURCES := relay widget dashboard tests bench
 
 .PHONY: install run test check format bench chromium clean
 
@@ -37,6 +37,10 @@ check: install
 format: install
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
+
+# Benchmarks; each prints a table and writes JSON into bench/results/.
+bench: install
+	$(BIN)/python bench/page_weight.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
