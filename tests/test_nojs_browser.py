@@ -201,6 +201,8 @@ def test_double_submits_create_one_conversation_and_one_message(
     visitor.get_by_role("button", name="Send").dblclick()
     panel = volunteer_panel(volunteer)
     expect(panel.get_by_text("Only once, please.")).to_be_visible()
+    expect(transcript(visitor).get_by_text("Only once, please.")).to_be_visible()
+    visitor.wait_for_load_state()
     # Reload the page after the post: PRG made it a plain GET.
     visitor.reload()
     expect(transcript(visitor).get_by_text("Only once, please.")).to_be_visible()
