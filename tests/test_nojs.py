@@ -514,7 +514,15 @@ async def test_session_route_lets_a_script_chat_continue_without_scripts(
     )
     page = await person.open()
 
+    stranger = httpx.AsyncClient(base_url=relay.base_url, timeout=10)
+    planted = await stranger.post(
+        "/chat/session",
+        data={"site": "demo", "token": started["token"], "csrf_token": csrf.group(1)},
+    )
+    await stranger.aclose()
+
     assert bad.status_code == 400
+    assert planted.status_code == 400  # the token is bound to the probe cookie
     assert remembered.status_code == 204
     assert "nojs-transcript" in page
     assert f'data-resume-token="{started["token"]}"' in page

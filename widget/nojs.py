@@ -36,7 +36,8 @@ MAX_FORM_BYTES = 64 * 1024
 SITE_KEY_MAX_CHARS = 64
 TRANSCRIPT_REFRESH_SECONDS = 3
 # Set on every chat page; when it comes back with a start form, cookies work in
-# this context and the conversation can live in the HttpOnly cookie (PRG).
+# this context and the conversation can live in the HttpOnly cookie (PRG). Its
+# value is a random nonce that binds the /chat/session CSRF token to this browser.
 PROBE_COOKIE = "vso_probe"
 
 ENDED_TEXTS = {
@@ -98,6 +99,9 @@ async def render_chat(
     services = get_services(request)
     origin = serving_origin(request, services.settings)
     start_key = new_form_key()
+    probe = request.cookies.get(PROBE_COOKIE, "")
+    if not protocol.CLIENT_ID_PATTERN.fullmatch(probe):
+        probe = new_form_key()
     context: dict[str, Any] = {
         "site_name": site.name,
         "site_key": site.key,
@@ -108,7 +112,7 @@ async def render_chat(
         "volunteers_available": services.chat.volunteers_available(),
         "start_key": start_key,
         "start_csrf": services.signer.csrf_token(f"start:{site.key}:{start_key}"),
-        "session_csrf": services.signer.csrf_token(f"session:{site.key}"),
+        "session_csrf": services.signer.csrf_token(f"session:{site.key}:{probe}"),
         "ended_reason": ended_reason if ended_reason in ENDED_TEXTS else None,
         "ended_text": ENDED_TEXTS.get(ended_reason or "", ""),
         "error": error,
@@ -134,7 +138,7 @@ async def render_chat(
     )
     response.set_cookie(
         PROBE_COOKIE,
-        "1",
+        probe,
         path="/chat",
         secure=services.signer.secure,
         httponly=True,
@@ -479,7 +483,12 @@ async def remember(request: Request) -> Response:
     site = await _site_of(request, form)
     if site is None or _cross_site(request):
         return Response(status_code=400)
-    if not services.signer.check_csrf(form.get("csrf_token"), f"session:{site.key}"):
+    # Bound to this browser's probe cookie, so that another site cannot plant a
+    # conversation it knows the token of into the visitor's cookie.
+    probe = request.cookies.get(PROBE_COOKIE)
+    if not probe or not services.signer.check_csrf(
+        form.get("csrf_token"), f"session:{site.key}:{probe}"
+    ):
         return Response(status_code=400)
     token = form.get("token", "")
     conversation = await services.nojs.find(token, site)
