@@ -128,6 +128,9 @@ def test_demo_page_has_snippet(server: RelayServer) -> None:
     assert 'data-vso-site="demo"' in response.text
     assert len(loader_tags) == 1
     assert re.search(r'\ssrc="[^"]*/widget/loader\.js"', loader_tags[0])
+    # The inline alternative is shown as text, not embedded.
+    assert "&lt;iframe src=" in response.text
+    assert "/chat?site=demo" in response.text
 
 
 def test_loader_script_headers(server: RelayServer) -> None:

@@ -25,7 +25,7 @@ from relay.protocol import ProtocolError
 from relay.ratelimit import client_address
 from relay.services import Services, get_services
 from relay.settings import ws_origin
-from relay.sites import DEFAULT_EXIT_URL
+from relay.sites import DEFAULT_EXIT_URL, inline_snippet
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
 from widget import nojs
@@ -168,6 +168,7 @@ async def demo_page(request: Request) -> Response:
             "chat_url": f"{public_url}/chat?site={site.key}",
             "loader_url": f"{public_url}/widget/loader.js",
             "site_key": site.key,
+            "inline_snippet": inline_snippet(public_url, site.key),
             "lang": "en",
         },
         headers={
