@@ -425,3 +425,44 @@ def test_chat_page_has_no_inline_script(relay: RelayServer) -> None:
     assert not re.search(r"<script\b[^>]*>\s*[^<\s]", html, flags=re.IGNORECASE)
     assert not re.search(r"\son[a-z]+\s*=", html, flags=re.IGNORECASE)
     assert "javascript:" not in html.lower()
+
+
+def test_volunteer_ending_shows_without_visitor_action(
+    relay: RelayServer, browser: Browser
+) -> None:
+    volunteer = available_volunteer_page(browser, relay)
+    visitor = no_script_context(browser).new_page()
+    start_no_script_chat(visitor, relay, volunteer)
+    visitor.get_by_role("textbox", name="Message").fill("Thank you")
+    visitor.get_by_role("button", name="Send").click()
+    form = visitor.locator("form[action^='/chat/nojs/send']")
+    old_fields = {
+        name: form.locator(f"input[name='{name}']").get_attribute("value") or ""
+        for name in ("site", "token", "csrf_token", "key")
+    }
+
+    panel = volunteer_panel(volunteer)
+    panel.get_by_role("button", name="End chat").click()
+    panel.get_by_role("button", name="Yes, end chat").click()
+
+    frame = transcript(visitor)
+    expect(frame.get_by_text("The volunteer ended the chat.")).to_be_visible(
+        timeout=REPLY_SECONDS * 1000
+    )
+    expect(frame.get_by_text("Thank you")).to_have_count(0)
+    # The form of the ended chat, sent again, stores nothing.
+    replay = visitor.request.post(
+        f"{relay.base_url}/chat/nojs/send?site=demo",
+        form={**old_fields, "body": "After the end"},
+    )
+    assert replay.status == 409
+    assert "This chat has ended" in replay.text()
+    assert stored_bodies(relay) == ["Thank you"]
+    frame.get_by_role("link", name="Start a new chat").click()
+    expect(visitor.get_by_text("The volunteer ended the chat.")).to_be_visible()
+    expect(visitor.get_by_role("button", name="Start a new chat")).to_be_visible()
+    visitor.get_by_role("button", name="Start a new chat").click()
+    expect(
+        transcript(visitor).get_by_text("You are number 1 in the queue.")
+    ).to_be_visible()
+    assert queue_entries(relay) == 2
