@@ -526,3 +526,25 @@ async def test_session_route_lets_a_script_chat_continue_without_scripts(
     assert remembered.status_code == 204
     assert "nojs-transcript" in page
     assert f'data-resume-token="{started["token"]}"' in page
+
+
+def assert_no_inline_script(page: str) -> None:
+    for tag in re.findall(r"<script\b[^>]*>", page, flags=re.IGNORECASE):
+        assert " src=" in tag, tag
+    assert not re.search(r"<script\b[^>]*>\s*[^<\s]", page, flags=re.IGNORECASE)
+    assert not re.search(r"\son[a-z]+\s*=", page, flags=re.IGNORECASE)
+    assert "javascript:" not in page.lower()
+
+
+async def test_no_script_pages_have_no_inline_script(relay: RelayServer) -> None:
+    volunteer, person, conversation = await accepted(relay)
+    await person.send("Hello")
+    conversation_page = person.page
+    frame = await person.transcript()
+    await person.post(
+        "/chat/nojs/end?site=demo", form_fields(person.page, "/chat/nojs/end")
+    )
+
+    for page in (conversation_page, frame, person.page):
+        assert_no_inline_script(page)
+    assert "<script" not in frame
