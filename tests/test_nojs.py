@@ -548,3 +548,18 @@ async def test_no_script_pages_have_no_inline_script(relay: RelayServer) -> None
     for page in (conversation_page, frame, person.page):
         assert_no_inline_script(page)
     assert "<script" not in frame
+
+
+async def test_waiting_visitor_hears_when_nobody_is_left(relay: RelayServer) -> None:
+    volunteer = await demo_volunteer(relay)
+    person = new_visitor(relay)
+    await person.start()
+    assert "No volunteer is available at the moment" not in await person.transcript()
+
+    await volunteer.send({"type": "availability", "available": False})
+    await volunteer.expect("availability", available=False)
+    frame = await person.transcript()
+
+    assert "Waiting for a volunteer" in frame
+    assert "No volunteer is available at the moment" in frame
+    assert "call 112" in frame

@@ -438,6 +438,8 @@ async def transcript(request: Request) -> Response:
         "volunteer_name": None,
         "ended_text": "",
         "new_chat_url": None,
+        "volunteers_available": services.chat.volunteers_available(),
+        "emergency_number": EMERGENCY_NUMBER,
     }
     conversation_id = services.nojs.transcript_conversation(
         request.query_params.get("t")
