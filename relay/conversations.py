@@ -89,6 +89,8 @@ class ChatService:
         self._volunteer_timers: dict[int, asyncio.Task[None]] = {}
         self._any_available = False
         # Visitors without a socket: the task that marks one gone when requests stop.
+        # NOTE: this presence lives in this process, like the grace timers, not in
+        # the Hub; a broker-backed Hub for several processes has to share it.
         self._http_presence: dict[str, asyncio.Task[None]] = {}
         # The transport a conversation's visitor used last, "script" or "noscript".
         self._transports: dict[str, str] = {}

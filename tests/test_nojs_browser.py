@@ -116,7 +116,10 @@ def test_whole_conversation_without_scripts(
         timeout=REPLY_SECONDS * 1000
     )
     assert time.monotonic() - sent < REPLY_SECONDS
-    time.sleep(3.5)  # at least one more reload of the transcript frame
+    # Two more reloads of the transcript frame, with the draft still in place.
+    for _ in range(2):
+        with visitor.expect_response(lambda r: "/chat/nojs/transcript" in r.url):
+            pass
     expect(visitor.get_by_role("textbox", name="Message")).to_have_value(
         "I was walking home when"
     )
@@ -205,8 +208,7 @@ def test_double_submits_create_one_conversation_and_one_message(
     visitor.wait_for_load_state()
     # Reload the page after the post: PRG made it a plain GET.
     visitor.reload()
-    expect(transcript(visitor).get_by_text("Only once, please.")).to_be_visible()
-    time.sleep(1)
+    expect(transcript(visitor).get_by_text("Only once, please.")).to_have_count(1)
     assert stored_bodies(relay) == ["Only once, please."]
     expect(panel.get_by_text("Only once, please.")).to_have_count(1)
 

@@ -1,7 +1,7 @@
 """The chat page without scripts: rendering it, its forms and its transcript frame.
 
 Forms post to ``/chat/nojs/start``, ``/send`` and ``/end``. In a first-party tab,
-where the HttpOnly conversation cookie works, every post answers with a 303 to
+where the HttpOnly conversation cookie works, every post responds with a 303 to
 ``/chat?site=KEY`` (Post/Redirect/Get). Inside a cross-site iframe, where no
 cookie comes back, the post renders the page itself, because the page needs the
 conversation token for its next form and the token must not go into a URL. Each
@@ -52,12 +52,21 @@ ERROR_TEXTS = {
     "invalid_frame": "The form was incomplete. Please try again.",
 }
 
-templates: Jinja2Templates | None = None
+_templates: Jinja2Templates | None = None
 
 
-def setup(shared_templates: Jinja2Templates) -> None:
-    global templates
-    templates = shared_templates
+def setup(templates: Jinja2Templates) -> None:
+    """Use the widget's templates, which ``widget.routes`` builds."""
+    global _templates
+    _templates = templates
+
+
+def _template_response(
+    request: Request, name: str, context: dict[str, Any], **options: Any
+) -> Response:
+    if _templates is None:
+        raise RuntimeError("widget.nojs.setup() was not called before a request.")
+    return _templates.TemplateResponse(request, name, context, **options)
 
 
 def chat_cookie_name(services: Services) -> str:
@@ -95,7 +104,6 @@ async def render_chat(
     status_code: int = 200,
 ) -> Response:
     """Render the chat page in one phase: welcome, unavailable, ended, conversation."""
-    assert templates is not None
     services = get_services(request)
     origin = serving_origin(request, services.settings)
     start_key = new_form_key()
@@ -129,7 +137,7 @@ async def render_chat(
             transcript_url=_transcript_url(site, transcript),
             draft=draft,
         )
-    response = templates.TemplateResponse(
+    response = _template_response(
         request,
         "chat.html",
         context,
@@ -190,9 +198,8 @@ async def _site_of(request: Request, form: dict[str, str]) -> Site | None:
 
 
 def _problem(request: Request, message: str, status_code: int) -> Response:
-    """A page for a post that cannot be tied to a partner site at all."""
-    assert templates is not None
-    return templates.TemplateResponse(
+    """Render an error page for a post that names no known partner site."""
+    return _template_response(
         request,
         "not_found.html",
         {"message": message, "lang": "en"},
@@ -341,7 +348,10 @@ async def _page_of_cookie(
 def _after_post(
     request: Request, site: Site, token: str, **query: str
 ) -> Response | None:
-    """The 303 of Post/Redirect/Get when the cookie carries this conversation."""
+    """Return the 303 of Post/Redirect/Get if the cookie holds this conversation.
+
+    Returns None where the cookie does not work, and the post renders the page.
+    """
     services = get_services(request)
     if request.cookies.get(chat_cookie_name(services)) == token:
         return RedirectResponse(_chat_url(site, **query), status_code=303)
@@ -356,10 +366,11 @@ async def send(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site, conversation, token = checked
-    assert form is not None
-    body = form.get("body", "")
+    # The check above returned a page if the form could not be read.
+    fields = form or {}
+    body = fields.get("body", "")
     try:
-        await services.nojs.send(conversation, form.get("key", ""), body)
+        await services.nojs.send(conversation, fields.get("key", ""), body)
     except ProtocolError as error:
         if error.code == "conversation_ended":
             current = await services.store.get_conversation(conversation.id)
@@ -417,7 +428,6 @@ async def transcript(request: Request) -> Response:
     the next reload to a fresh one. Each load counts as the visitor's presence.
     An ended conversation shows nothing but that it ended.
     """
-    assert templates is not None
     services = get_services(request)
     site = await _site_of(request, {})
     # The frame sits in the chat page, which may sit in the partner's page; the
@@ -469,7 +479,7 @@ async def transcript(request: Request) -> Response:
             refresh_url=_transcript_url(site, token) if site else None,
         )
     status_code = 200 if view is not None else 404
-    return templates.TemplateResponse(
+    return _template_response(
         request, "transcript.html", context, status_code=status_code, headers=headers
     )
 
