@@ -7,10 +7,13 @@ import asyncio
 import html
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from tests.relayserver import (
     Client,
@@ -563,3 +566,37 @@ async def test_waiting_visitor_hears_when_nobody_is_left(relay: RelayServer) -> 
     assert "Waiting for a volunteer" in frame
     assert "No volunteer is available at the moment" in frame
     assert "call 112" in frame
+
+
+class SignedLongAgo(URLSafeTimedSerializer):
+    """Sign as the relay does, with a timestamp ``age`` seconds in the past."""
+
+    age = 0
+
+    def make_signer(self, salt: Any = None) -> Any:
+        signer = super().make_signer(salt)
+        signer.get_timestamp = lambda: int(time.time()) - self.age  # type: ignore[method-assign]
+        return signer
+
+
+async def test_old_transcript_token_shows_nothing(relay: RelayServer) -> None:
+    _, person, conversation = await accepted(relay)
+    await person.send("Private words")
+    serializer = SignedLongAgo(relay.env["VSO_SECRET_KEY"], salt="vso-transcript")
+    serializer.age = 301
+    old = serializer.dumps(conversation)
+    serializer.age = 0
+    fresh = serializer.dumps(conversation)
+
+    expired = await person.client.get(
+        "/chat/nojs/transcript", params={"site": "demo", "t": old}
+    )
+    valid = await person.client.get(
+        "/chat/nojs/transcript", params={"site": "demo", "t": fresh}
+    )
+
+    assert expired.status_code == 404
+    assert "Private words" not in expired.text
+    assert "This view has expired." in expired.text
+    assert valid.status_code == 200
+    assert "Private words" in valid.text
