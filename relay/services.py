@@ -9,8 +9,8 @@ from starlette.requests import HTTPConnection
 from relay.auth import Signer
 from relay.conversations import ChatService
 from relay.hub import Hub
-from relay.ratelimit import Guard
 from relay.nojs import NoScriptVisitors
+from relay.ratelimit import Guard
 from relay.settings import Settings
 from relay.store import Store
 

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+from relay.crypto import load_cipher
+from relay.store import _message_context
 from tests.relayserver import (
     Client,
     RelayServer,
@@ -55,8 +57,17 @@ def transcript_path(page: str) -> str:
 
 
 def bodies(relay: RelayServer) -> list[str]:
+    """Return the stored message bodies, decrypted, in order."""
+    cipher = load_cipher("", None, relay.database)
     with sqlite3.connect(relay.database) as db:
-        return [row[0] for row in db.execute("SELECT body FROM messages ORDER BY seq")]
+        rows = db.execute(
+            "SELECT conversation_id, seq, body FROM messages"
+            " ORDER BY conversation_id, seq"
+        ).fetchall()
+    return [
+        cipher.decrypt(body, _message_context(conversation, seq))
+        for conversation, seq, body in rows
+    ]
 
 
 def conversation_count(relay: RelayServer) -> int:
@@ -109,7 +120,9 @@ class Visitor:
 
 def new_visitor(relay: RelayServer, cookies: bool = True) -> Visitor:
     """``cookies=False`` behaves as a cross-site iframe, where no cookie sticks."""
-    client = httpx.AsyncClient(base_url=relay.base_url, timeout=10)
+    # Browsers say where a request goes; the relay uses PRG only in a tab.
+    headers = {"sec-fetch-dest": "document" if cookies else "iframe"}
+    client = httpx.AsyncClient(base_url=relay.base_url, timeout=10, headers=headers)
     return Visitor(client, keeps_cookies=cookies)
 
 
@@ -517,15 +530,14 @@ async def test_session_route_lets_a_script_chat_continue_without_scripts(
     )
     page = await person.open()
 
-    stranger = httpx.AsyncClient(base_url=relay.base_url, timeout=10)
-    planted = await stranger.post(
+    planted = await person.client.post(
         "/chat/session",
         data={"site": "demo", "token": started["token"], "csrf_token": csrf.group(1)},
+        headers={"sec-fetch-site": "cross-site"},
     )
-    await stranger.aclose()
 
     assert bad.status_code == 400
-    assert planted.status_code == 400  # the token is bound to the probe cookie
+    assert planted.status_code == 400  # a cross-site post cannot plant a token
     assert remembered.status_code == 204
     assert "nojs-transcript" in page
     assert f'data-resume-token="{started["token"]}"' in page

@@ -24,6 +24,8 @@ from playwright.sync_api import (
     expect,
 )
 
+from relay.crypto import load_cipher
+from relay.store import _message_context
 from tests.relayserver import RelayServer, free_port
 from tests.test_end_to_end import sign_in
 
@@ -58,11 +60,19 @@ def queue_entries(relay: RelayServer) -> int:
 
 
 def stored_bodies(relay: RelayServer) -> list[str]:
+    """Return the stored message bodies, decrypted, in order."""
     import sqlite3
 
+    cipher = load_cipher("", None, relay.database)
     with sqlite3.connect(relay.database) as db:
-        rows = db.execute("SELECT body FROM messages ORDER BY conversation_id, seq")
-        return [row[0] for row in rows]
+        rows = db.execute(
+            "SELECT conversation_id, seq, body FROM messages"
+            " ORDER BY conversation_id, seq"
+        ).fetchall()
+    return [
+        cipher.decrypt(body, _message_context(conversation, seq))
+        for conversation, seq, body in rows
+    ]
 
 
 def start_no_script_chat(page: Page, relay: RelayServer, volunteer: Page) -> None:

@@ -12,6 +12,7 @@ form carries an idempotency key, so a resubmission changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,10 +36,6 @@ NO_STORE = {"cache-control": "no-store"}
 MAX_FORM_BYTES = 64 * 1024
 SITE_KEY_MAX_CHARS = 64
 TRANSCRIPT_REFRESH_SECONDS = 3
-# Set on every chat page; when it comes back with a start form, cookies work in
-# this context and the conversation can live in the HttpOnly cookie (PRG). Its
-# value is a random nonce that binds the /chat/session CSRF token to this browser.
-PROBE_COOKIE = "vso_probe"
 
 ENDED_TEXTS = {
     "visitor": "You ended the chat.",
@@ -55,10 +52,21 @@ ERROR_TEXTS = {
 _templates: Jinja2Templates | None = None
 
 
-def setup(templates: Jinja2Templates) -> None:
-    """Use the widget's templates, which ``widget.routes`` builds."""
-    global _templates
+def _no_safety_context(site: Site | None) -> dict[str, str]:
+    return {}
+
+
+_safety_context: Callable[[Site | None], dict[str, str]] = _no_safety_context
+
+
+def setup(
+    templates: Jinja2Templates,
+    safety_context: Callable[[Site | None], dict[str, str]],
+) -> None:
+    """Use the widget's templates and Quick exit context from ``widget.routes``."""
+    global _templates, _safety_context
     _templates = templates
+    _safety_context = safety_context
 
 
 def _template_response(
@@ -73,12 +81,13 @@ def chat_cookie_name(services: Services) -> str:
     return "__Host-vso_chat" if services.settings.secure else "vso_chat"
 
 
-def page_headers(origin: str, site: Site) -> dict[str, str]:
+def page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
+    """Return the headers of a visitor page: no-store, and a CSP for its socket."""
     return {
         **NO_STORE,
         "content-security-policy": content_security_policy(
             connect=[ws_origin(origin)],
-            frame_ancestors=["'self'", *site.origins],
+            frame_ancestors=frame_ancestors,
             frame_src=["'self'"],
         ),
     }
@@ -107,9 +116,6 @@ async def render_chat(
     services = get_services(request)
     origin = serving_origin(request, services.settings)
     start_key = new_form_key()
-    probe = request.cookies.get(PROBE_COOKIE, "")
-    if not protocol.CLIENT_ID_PATTERN.fullmatch(probe):
-        probe = new_form_key()
     context: dict[str, Any] = {
         "site_name": site.name,
         "site_key": site.key,
@@ -120,12 +126,13 @@ async def render_chat(
         "volunteers_available": services.chat.volunteers_available(),
         "start_key": start_key,
         "start_csrf": services.signer.csrf_token(f"start:{site.key}:{start_key}"),
-        "session_csrf": services.signer.csrf_token(f"session:{site.key}:{probe}"),
+        "session_csrf": services.signer.csrf_token(f"session:{site.key}"),
         "ended_reason": ended_reason if ended_reason in ENDED_TEXTS else None,
         "ended_text": ENDED_TEXTS.get(ended_reason or "", ""),
         "error": error,
         "resume_token": None,
         "max_chars": services.settings.max_message_chars,
+        **_safety_context(site),
     }
     if phase == "conversation" and conversation is not None and token is not None:
         transcript = services.nojs.transcript_token(conversation.id)
@@ -142,15 +149,7 @@ async def render_chat(
         "chat.html",
         context,
         status_code=status_code,
-        headers=page_headers(origin, site),
-    )
-    response.set_cookie(
-        PROBE_COOKIE,
-        probe,
-        path="/chat",
-        secure=services.signer.secure,
-        httponly=True,
-        samesite="lax",
+        headers=page_headers(origin, ["'self'", *site.origins]),
     )
     return response
 
@@ -202,7 +201,7 @@ def _problem(request: Request, message: str, status_code: int) -> Response:
     return _template_response(
         request,
         "not_found.html",
-        {"message": message, "lang": "en"},
+        {"message": message, "lang": "en", **_safety_context(None)},
         status_code=status_code,
         headers=NO_STORE,
     )
@@ -214,6 +213,16 @@ def _transcript_url(site: Site, token: str) -> str:
 
 def _chat_url(site: Site, **extra: str) -> str:
     return "/chat?" + urlencode({"site": site.key, **extra})
+
+
+def _top_level(request: Request) -> bool:
+    """Return True for a post from a top-level tab, where the cookie works.
+
+    Inside any iframe (``Sec-Fetch-Dest: iframe``) a cookie may be blocked or
+    partitioned, and without Fetch Metadata the context is unknown, so both get
+    the page rendered with the token in its forms instead of a redirect.
+    """
+    return request.headers.get("sec-fetch-dest") == "document"
 
 
 def _cross_site(request: Request) -> bool:
@@ -252,7 +261,7 @@ async def start(request: Request) -> Response:
         return await render_chat(
             request, site, phase="ended", ended_reason=conversation.end_reason
         )
-    if request.cookies.get(PROBE_COOKIE):
+    if _top_level(request):
         response: Response = RedirectResponse(_chat_url(site), status_code=303)
     else:
         response = await render_chat(
@@ -495,12 +504,7 @@ async def remember(request: Request) -> Response:
     site = await _site_of(request, form)
     if site is None or _cross_site(request):
         return Response(status_code=400)
-    # Bound to this browser's probe cookie, so that another site cannot plant a
-    # conversation it knows the token of into the visitor's cookie.
-    probe = request.cookies.get(PROBE_COOKIE)
-    if not probe or not services.signer.check_csrf(
-        form.get("csrf_token"), f"session:{site.key}:{probe}"
-    ):
+    if not services.signer.check_csrf(form.get("csrf_token"), f"session:{site.key}"):
         return Response(status_code=400)
     token = form.get("token", "")
     conversation = await services.nojs.find(token, site)

@@ -24,7 +24,6 @@ from relay.pages import (
 from relay.protocol import ProtocolError
 from relay.ratelimit import client_address
 from relay.services import Services, get_services
-from relay.settings import ws_origin
 from relay.sites import DEFAULT_EXIT_URL, inline_snippet
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
@@ -47,6 +46,10 @@ async def _site_from_query(request: Request | WebSocket) -> Site | None:
     if not key or len(key) > SITE_KEY_MAX_CHARS:
         return None
     return await get_services(request).store.get_site_by_key(key)
+
+
+def _page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
+    return nojs.page_headers(origin, frame_ancestors)
 
 
 def _safety_context(site: Site | None) -> dict[str, str]:
@@ -271,7 +274,7 @@ async def chat_socket(websocket: WebSocket) -> None:
         logger.info("visitor socket %s closed", peer.id)
 
 
-nojs.setup(templates)
+nojs.setup(templates, _safety_context)
 
 routes: list[BaseRoute] = [
     Route("/chat", chat_page, methods=["GET"]),
