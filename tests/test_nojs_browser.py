@@ -201,6 +201,7 @@ def test_double_submits_create_one_conversation_and_one_message(
         f"{relay.base_url}/chat/nojs/start?site=demo",
         form=start_fields,
         max_redirects=0,
+        headers={"sec-fetch-dest": "document"},  # as the tab's own resubmit
     )
     assert again.status == 303
     visitor.reload()
