@@ -50,7 +50,11 @@ async def measure(relay: RelayServer) -> dict[str, Any]:
     cookie = await relay.sign_in("demo", relay.demo_password)
     volunteer = await available_volunteer(relay, cookie)
     pages: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=relay.base_url, timeout=10) as client:
+    # A top-level tab: the relay keeps the chat in its cookie and redirects.
+    tab = {"sec-fetch-dest": "document"}
+    async with httpx.AsyncClient(
+        base_url=relay.base_url, timeout=10, headers=tab
+    ) as client:
 
         async def fetch(path: str) -> bytes:
             response = await client.get(path)
