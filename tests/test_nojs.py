@@ -394,6 +394,31 @@ async def test_forms_after_end_store_nothing(relay: RelayServer) -> None:
     assert "message-body" not in old.text
     assert 'http-equiv="refresh"' not in old.text
     assert bodies(relay) == []
+    # The cookie outlives the end only for "Delete this conversation"; the next
+    # plain visit shows the start page and removes it.
+    home = await person.client.get("/chat?site=demo")
+    assert "Start chat" in home.text
+    assert 'data-phase="welcome"' in home.text
+    assert "vso_chat" not in person.client.cookies
+
+
+async def test_ended_page_offers_deletion(relay: RelayServer) -> None:
+    _, person, conversation = await accepted(relay)
+    await person.send("Please forget this")
+    end_fields = form_fields(person.page, "/chat/nojs/end")
+    await person.post("/chat/nojs/end?site=demo", end_fields)
+    delete_fields = form_fields(person.page, "/chat/delete")
+
+    unconfirmed = await person.client.post(
+        "/chat/delete?site=demo", data={"token": delete_fields["token"]}
+    )
+    deleted = await person.client.post(
+        "/chat/delete?site=demo", data={**delete_fields, "confirm": "yes"}
+    )
+
+    assert unconfirmed.status_code == 400
+    assert deleted.status_code == 200
+    assert bodies(relay) == []
     assert "vso_chat" not in person.client.cookies
 
 

@@ -414,6 +414,33 @@ def test_inline_snippet_on_another_origin_without_scripts(
     expect(chat.get_by_text("This chat has ended.")).to_be_visible()
     expect(panel.get_by_text("The visitor ended the chat.")).to_be_visible()
 
+    chat.get_by_role("checkbox", name="Yes, delete this whole conversation").check()
+    chat.get_by_role("button", name="Delete this conversation").click()
+    expect(chat.get_by_text("deleted", exact=False).first).to_be_visible()
+    assert queue_entries(relay) == 0
+
+
+def test_delete_after_end_in_tab_without_scripts(
+    relay: RelayServer, browser: Browser
+) -> None:
+    volunteer = available_volunteer_page(browser, relay)
+    visitor = no_script_context(browser).new_page()
+    start_no_script_chat(visitor, relay, volunteer)
+    visitor.get_by_role("button", name="End chat").click()
+    expect(visitor.get_by_text("This chat has ended.")).to_be_visible()
+
+    delete = visitor.get_by_role("button", name="Delete this conversation")
+    delete.click()
+    # The confirmation box is required, so nothing is deleted without it.
+    assert queue_entries(relay) == 1
+    visitor.get_by_role("checkbox", name="Yes, delete this whole conversation").check()
+    delete.click()
+    expect(visitor.get_by_text("deleted", exact=False).first).to_be_visible()
+    visitor.goto(f"{relay.base_url}/chat?site=demo")
+
+    assert queue_entries(relay) == 0
+    expect(visitor.get_by_role("button", name="Start chat")).to_be_visible()
+
 
 def test_embed_link_without_scripts_opens_chat_in_new_tab(
     relay: RelayServer, browser: Browser

@@ -110,9 +110,14 @@ async def render_chat(
     error: str | None = None,
     draft: str = "",
     ended_reason: str | None = None,
+    delete_token: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    """Render the chat page in one phase: welcome, unavailable, ended, conversation."""
+    """Render the chat page in one phase: welcome, unavailable, ended, conversation.
+
+    ``delete_token`` puts the plain "Delete this conversation" form on an ended page;
+    the token then travels in the no-store page's form, never in a URL.
+    """
     services = get_services(request)
     origin = serving_origin(request, services.settings)
     start_key = new_form_key()
@@ -131,6 +136,7 @@ async def render_chat(
         "ended_text": ENDED_TEXTS.get(ended_reason or "", ""),
         "error": error,
         "resume_token": None,
+        "delete_token": delete_token if phase == "ended" else None,
         "max_chars": services.settings.max_message_chars,
         **_safety_context(site),
     }
@@ -164,13 +170,22 @@ async def chat_page(request: Request, site: Site) -> Response:
         return await render_chat(
             request, site, phase="conversation", conversation=conversation, token=token
         )
-    if conversation is not None:
-        response = await render_chat(
-            request, site, phase="ended", ended_reason=conversation.end_reason
+    reason = request.query_params.get("ended")
+    if conversation is not None and reason in ENDED_TEXTS:
+        # Right after the end the cookie still proves the right to delete.
+        return await render_chat(
+            request,
+            site,
+            phase="ended",
+            ended_reason=conversation.end_reason,
+            delete_token=token,
         )
+    if conversation is not None:
+        # Any later visit starts afresh and shows nothing of the old chat, in
+        # case someone else uses the browser now.
+        response = await render_chat(request, site, phase="welcome")
         response.delete_cookie(cookie_name, path="/")
         return response
-    reason = request.query_params.get("ended")
     if reason in ENDED_TEXTS:
         return await render_chat(request, site, phase="ended", ended_reason=reason)
     return await render_chat(request, site, phase="welcome")
@@ -423,11 +438,11 @@ async def end(request: Request) -> Response:
         return checked
     site, conversation, token = checked
     await services.nojs.end(conversation)
-    response = _after_post(request, site, token, ended="visitor") or (
-        await render_chat(request, site, phase="ended", ended_reason="visitor")
+    return _after_post(request, site, token, ended="visitor") or (
+        await render_chat(
+            request, site, phase="ended", ended_reason="visitor", delete_token=token
+        )
     )
-    response.delete_cookie(chat_cookie_name(services), path="/")
-    return response
 
 
 async def transcript(request: Request) -> Response:

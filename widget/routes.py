@@ -122,7 +122,9 @@ async def delete_form(request: Request) -> Response:
         await services.chat.visitor_delete(site, token)
     except ProtocolError:
         return _deletion_page(request, services, site, "not_found", 404)
-    return _deletion_page(request, services, site, "deleted", 200)
+    response = _deletion_page(request, services, site, "deleted", 200)
+    response.delete_cookie(nojs.chat_cookie_name(services), path="/")
+    return response
 
 
 def _deletion_page(

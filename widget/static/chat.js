@@ -865,6 +865,7 @@ function init() {
   // The page's conversation block for browsers without scripts: this script
   // carries the conversation over its socket instead.
   document.getElementById("nojs-conversation")?.remove();
+  document.getElementById("nojs-delete-form")?.remove();
   onSubmit(dom.startForm, startChat);
   onSubmit(dom.retryForm, startChat);
   onSubmit(dom.newChatForm, startNewChat);
