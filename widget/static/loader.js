@@ -1,10 +1,10 @@
-/* Embed loader: replaces the <a data-vso-site> link with a "Chat with us" button that
- * opens the link's chat page in an iframe panel. All styles are !important inline CSSOM
- * styles in an open shadow root, which host CSS and a strict host CSP cannot override. */
+/* Embed loader: turns the <a data-vso-site> link into a "Chat with us" button and an
+ * iframe panel, styled by !important CSSOM styles in a shadow root, which host CSS and
+ * a strict host CSP cannot override. Keep it under 2 KB gzipped. */
 (() => {
   "use strict";
 
-  const MARK = "data-vso-ready"; // marks processed links, so a second copy of this script skips them
+  const MARK = "data-vso-ready"; // on processed links, so a second copy skips them
   const TAG = "vso-chat-widget";
   const BUTTON_STYLE = "cursor:pointer;color:#fff;background:#1d5b79;font:600 16px/1.25 system-ui,sans-serif;";
 
