@@ -3,6 +3,12 @@
 Nothing outside this module writes SQL, so that another store (PostgreSQL) can
 stand beside it. Writes run one at a time under a lock, each in its own
 ``BEGIN IMMEDIATE`` transaction; the database runs in WAL mode.
+
+Messages are the exception: ``add_message`` calls that arrive while a write is
+under way are stored together in the next transaction (group commit), by one
+writer thread with its own connection, and each call returns only after that
+transaction committed. With ``synchronous = NORMAL`` a committed transaction
+survives the relay's crash; a power cut can lose the last ones.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,8 @@ from relay.crypto import PREFIX as SEALED_PREFIX
 from relay.crypto import DataCipher, DecryptionError
 
 logger = logging.getLogger("relay.store")
+
+BUSY_TIMEOUT_MS = 5000
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: volunteers, sessions, sites, conversations and messages.
@@ -260,6 +269,10 @@ class Store:
         self._path = path
         self._cipher = cipher
         self._write_lock = asyncio.Lock()
+        self._writer_db: sqlite3.Connection | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="vso-writer")
+        self._pending: list[_PendingMessage] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, cipher: DataCipher | None = None) -> Store:
@@ -279,15 +292,27 @@ class Store:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
-            await db.execute("PRAGMA busy_timeout = 5000")
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await store._migrate()
+            store._writer_db = await asyncio.get_running_loop().run_in_executor(
+                store._writer, _connect_writer, path
+            )
         except BaseException:
             await db.close()
+            store._writer.shutdown(wait=False)
             raise
         return store
 
     async def close(self) -> None:
+        """Store the messages still pending, then close both connections."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         async with self._write_lock:
+            if self._writer_db is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self._writer_db.close
+                )
+            self._writer.shutdown(wait=True)
             await self._db.close()
 
     async def _migrate(self) -> None:
@@ -657,44 +682,105 @@ class Store:
         sender and ``client_id`` and False. Raises ``ConversationClosedError`` when
         the conversation is over or unknown, ``StoreError`` when the write fails.
         """
-        async with self._transaction() as tx:
-            row = await tx.fetchone(
-                "SELECT * FROM messages"
-                " WHERE conversation_id = ? AND sender = ? AND client_id = ?",
-                (conversation_id, sender, client_id),
+        pending = _PendingMessage(
+            conversation_id, sender, client_id, body, volunteer_id
+        )
+        self._pending.append(pending)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(
+                self._flush_messages(), name="store-group-commit"
             )
-            if row is not None:
-                return self._message(row), False
-            seq_row = await tx.fetchone(
-                "UPDATE conversations SET last_seq = last_seq + 1"
-                " WHERE id = ? AND status IN ('queued', 'active') RETURNING last_seq",
-                (conversation_id,),
-            )
-            if seq_row is None:
-                raise ConversationClosedError(conversation_id)
-            message = Message(
-                conversation_id=conversation_id,
-                seq=int(seq_row[0]),
-                sender=sender,
-                client_id=client_id,
-                body=body,
-                created_at=utc_now(),
-                volunteer_id=volunteer_id,
-            )
-            await tx.execute(
-                "INSERT INTO messages"
-                " (conversation_id, seq, sender, volunteer_id, client_id, body,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message.conversation_id,
-                    message.seq,
-                    message.sender,
-                    volunteer_id,
-                    message.client_id,
-                    self._seal(message.body, conversation_id, message.seq),
-                    message.created_at,
-                ),
-            )
+        return await pending.future
+
+    async def _flush_messages(self) -> None:
+        """Store pending messages, one transaction per batch, until none is left."""
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            async with self._write_lock:
+                try:
+                    if self._writer_db is None:
+                        raise sqlite3.OperationalError("the store is closed")
+                    results = await loop.run_in_executor(
+                        self._writer, self._write_batch, self._writer_db, batch
+                    )
+                except (sqlite3.Error, StoreError) as error:
+                    logger.error("storing %d messages failed: %s", len(batch), error)
+                    failure = (
+                        error
+                        if isinstance(error, StoreError)
+                        else StoreError(f"The database write failed: {error}")
+                    )
+                    results = [failure] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
+
+    def _write_batch(
+        self, db: sqlite3.Connection, batch: list[_PendingMessage]
+    ) -> list[tuple[Message, bool] | Exception]:
+        """Store a batch in one transaction, in order; runs in the writer thread.
+
+        A closed conversation fails only its own message. Raises ``sqlite3.Error``
+        or ``StoreError`` after rolling back when the transaction fails, and then
+        nothing was stored.
+        """
+        results: list[tuple[Message, bool] | Exception] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for pending in batch:
+                results.append(self._write_one(db, pending))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
+
+    def _write_one(
+        self, db: sqlite3.Connection, pending: _PendingMessage
+    ) -> tuple[Message, bool] | Exception:
+        row = db.execute(
+            "SELECT * FROM messages"
+            " WHERE conversation_id = ? AND sender = ? AND client_id = ?",
+            (pending.conversation_id, pending.sender, pending.client_id),
+        ).fetchone()
+        if row is not None:
+            return self._message(row), False
+        seq_row = db.execute(
+            "UPDATE conversations SET last_seq = last_seq + 1"
+            " WHERE id = ? AND status IN ('queued', 'active') RETURNING last_seq",
+            (pending.conversation_id,),
+        ).fetchone()
+        if seq_row is None:
+            return ConversationClosedError(pending.conversation_id)
+        message = Message(
+            conversation_id=pending.conversation_id,
+            seq=int(seq_row[0]),
+            sender=pending.sender,
+            client_id=pending.client_id,
+            body=pending.body,
+            created_at=utc_now(),
+            volunteer_id=pending.volunteer_id,
+        )
+        db.execute(
+            "INSERT INTO messages"
+            " (conversation_id, seq, sender, volunteer_id, client_id, body,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.conversation_id,
+                message.seq,
+                message.sender,
+                pending.volunteer_id,
+                message.client_id,
+                self._seal(message.body, message.conversation_id, message.seq),
+                message.created_at,
+            ),
+        )
         return message, True
 
     async def messages_after(self, conversation_id: str, seq: int) -> list[Message]:
@@ -835,6 +921,30 @@ class Store:
         return [
             (row[0], int(row[1]), row[2], row[3], row[4], int(row[5])) for row in rows
         ]
+
+
+@dataclass
+class _PendingMessage:
+    """One ``add_message`` call waiting for the next group commit."""
+
+    conversation_id: str
+    sender: str
+    client_id: str
+    body: str
+    volunteer_id: int | None
+    future: asyncio.Future[tuple[Message, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _connect_writer(path: Path) -> sqlite3.Connection:
+    """Open the connection of the writer thread, with the store's pragmas."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return db
 
 
 class _Tx:
