@@ -11,6 +11,7 @@ import socket
 import sys
 import unicodedata
 from collections.abc import Sequence
+from typing import Any
 
 from relay import auth
 from relay.crypto import DataCipher, load_cipher, new_key_text
@@ -33,6 +34,9 @@ logger = logging.getLogger("relay.cli")
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 DISPLAY_NAME_MAX_CHARS = 40
 SITE_NAME_MAX_CHARS = 100
+# On SIGTERM uvicorn stops accepting, closes sockets with 1012 and waits this long
+# for them to finish before the lifespan stores what is pending and exits.
+SHUTDOWN_GRACE_SECONDS = 10
 
 
 class CommandError(Exception):
@@ -234,6 +238,35 @@ async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
     _write(new_key_text())
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Return the keyword arguments ``vso serve`` gives ``uvicorn.run``.
+
+    The benchmark imports them, so that it measures the relay as it is served.
+    """
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        # None keeps uvicorn from raising its loggers to DEBUG past the floor
+        # that configure_logging puts on them; the root level decides.
+        "log_level": None,
+        # Access logs would record visitors' addresses.
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        # uvloop and httptools when installed, as with uvicorn[standard].
+        "loop": "auto",
+        "http": "auto",
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.max_frame_bytes,
+        # Compression multiplies the memory of each connection for short frames.
+        "ws_per_message_deflate": False,
+        "ws_ping_interval": settings.ws_ping_seconds,
+        "ws_ping_timeout": settings.ws_ping_seconds,
+        "timeout_graceful_shutdown": SHUTDOWN_GRACE_SECONDS,
+    }
+
+
 def serve(settings: Settings) -> None:
     """Run the relay in uvicorn until SIGINT or SIGTERM.
 
@@ -249,25 +282,7 @@ def serve(settings: Settings) -> None:
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        # None keeps uvicorn from raising its loggers to DEBUG past the floor
-        # that configure_logging puts on them; the root level decides.
-        log_level=None,
-        # Access logs would record visitors' addresses.
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=False,
-        ws_ping_interval=20.0,
-        ws_ping_timeout=20.0,
-        timeout_graceful_shutdown=10,
-    )
+    uvicorn.run(create_app(settings), **uvicorn_options(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         sys.stderr.write(f"vso: invalid configuration: {error}\n")
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if args.command == "serve":
         try:
             serve(settings)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 
 # Loggers that at DEBUG write SQL parameters, frame text or request headers, so
 # message bodies and session cookies; they stay at INFO whatever the relay's level.
@@ -43,12 +45,36 @@ class RedactAddressFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    """Log to standard error at ``level``, with addresses redacted."""
+class JsonFormatter(logging.Formatter):
+    """Format each record as one JSON object: time, level, logger and message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to standard error at ``level``, with addresses redacted.
+
+    ``log_format`` is ``text`` for readable lines or ``json`` for one JSON
+    object per line.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
     handler.addFilter(RedactAddressFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -18,6 +18,12 @@ from relay.sites import normalise_origin
 logger = logging.getLogger("relay.settings")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.1/32"),
+    ipaddress.ip_network("::1/128"),
+)
 
 
 def ws_origin(http_origin: str) -> str:
@@ -54,6 +60,9 @@ class Settings:
     purge_interval_seconds: float = 3600.0
     block_seconds: int = 3600
     trusted_proxies: frozenset[str] = frozenset()
+    ws_ping_seconds: float = 20.0
+    log_format: str = "text"
+    metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
 
     @property
     def public_origin(self) -> str:
@@ -109,6 +118,22 @@ def _parse_seconds(name: str, raw: str) -> float:
             f"{name}={value} is out of range; use more than 0, at most 86400 seconds."
         )
     return value
+
+
+def _parse_networks(raw: str) -> tuple[IPNetwork, ...]:
+    """Return the networks of a comma-separated list of addresses and CIDR blocks."""
+    networks = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"VSO_METRICS_ALLOW has {item.strip()!r}, which is not an address or"
+                " a network; use e.g. 127.0.0.1,::1,10.0.0.0/8."
+            ) from None
+    return tuple(networks)
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -215,6 +240,20 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 f" {', '.join(LOG_LEVELS)}."
             )
         values["log_level"] = level
+    if "VSO_LOG_FORMAT" in env:
+        log_format = env["VSO_LOG_FORMAT"].strip().lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"VSO_LOG_FORMAT={env['VSO_LOG_FORMAT']!r} is not one of"
+                f" {', '.join(LOG_FORMATS)}."
+            )
+        values["log_format"] = log_format
+    if "VSO_METRICS_ALLOW" in env:
+        values["metrics_allow"] = _parse_networks(env["VSO_METRICS_ALLOW"])
+    if "VSO_WS_PING_SECONDS" in env:
+        values["ws_ping_seconds"] = _parse_seconds(
+            "VSO_WS_PING_SECONDS", env["VSO_WS_PING_SECONDS"]
+        )
     if "VSO_DEMO" in env:
         values["demo"] = _parse_bool("VSO_DEMO", env["VSO_DEMO"])
     for name in ("visitor_grace_seconds", "volunteer_grace_seconds"):
