@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 import dashboard.routes
 import widget.routes
-from relay import protocol
+from relay import metrics, protocol
 from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
@@ -43,11 +43,20 @@ SHARED_STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def healthz(request: Request) -> Response:
-    """Answer 200 while the database accepts writes, 503 otherwise."""
+    """Answer 200 while the process serves requests: the liveness probe."""
+    return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Answer 200 while the database accepts writes, 503 otherwise.
+
+    A load balancer sends new visitors elsewhere while this fails; the relay
+    stops accepting connections altogether once it is shutting down.
+    """
     try:
         await get_services(request).store.check_writable()
     except StoreError as error:
-        logger.error("health check failed: %s", error)
+        logger.error("readiness check failed: %s", error)
         return JSONResponse(
             {"status": "error", "detail": "The database is not writable."},
             status_code=503,
@@ -118,12 +127,15 @@ def create_app(settings: Settings) -> Starlette:
             name="retention",
         )
         purges.add_done_callback(_log_unexpected_end)
+        collector = metrics.LiveCollector(hub, chat)
+        metrics.REGISTRY.register(collector)
         logger.info("relay started with database %s", settings.database)
         try:
             yield
         finally:
             purges.cancel()
             await asyncio.gather(purges, return_exceptions=True)
+            metrics.REGISTRY.unregister(collector)
             # Ask clients to reconnect (to the next process), stop timers, then
             # close the database once nothing writes to it any more.
             count = hub.connection_count()
@@ -137,6 +149,8 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=SHARED_STATIC_DIR), name="static"),
         *widget.routes.routes,

@@ -18,7 +18,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from relay import protocol
+from relay import metrics, protocol
 from relay.hub import Hub, Peer
 from relay.pairing import Pairing, PairingError
 from relay.protocol import ProtocolError
@@ -477,7 +477,7 @@ class ChatService:
                     "This visitor is no longer waiting.",
                     conversation=conversation_id,
                 )
-            self._queued_at.pop(conversation_id, None)
+            metrics.observe_queue_wait(self._queued_at.pop(conversation_id, None))
             self._sent_positions.pop(conversation_id, None)
             conversation = await self.store.get_conversation(conversation_id)
             async with self._lock(conversation_id):
@@ -681,6 +681,7 @@ class ChatService:
             elif volunteer is not None:
                 self.hub.to_volunteer(volunteer, ack)
             if created:
+                metrics.MESSAGES.labels(sender).inc()
                 self.hub.to_visitor(conversation_id, frame)
                 if volunteer is not None:
                     mine = sender == "volunteer" and volunteer_id == volunteer

@@ -118,6 +118,7 @@ class Hub(Protocol):
     def close_volunteer(self, volunteer: int, code: int) -> None: ...
     def close_all(self, code: int) -> None: ...
     def connection_count(self) -> int: ...
+    def connection_counts(self) -> dict[str, int]: ...
 
 
 class LocalHub:
@@ -212,3 +213,11 @@ class LocalHub:
             + sum(len(p) for p in self._visitors.values())
             + sum(len(p) for p in self._volunteers.values())
         )
+
+    def connection_counts(self) -> dict[str, int]:
+        """Return the open sockets by side: ``visitor`` and ``volunteer``."""
+        return {
+            "visitor": len(self._idle_visitors)
+            + sum(len(p) for p in self._visitors.values()),
+            "volunteer": sum(len(p) for p in self._volunteers.values()),
+        }

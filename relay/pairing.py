@@ -85,6 +85,10 @@ class Pairing:
         """Return a copy of the queue, next first."""
         return list(self._queue)
 
+    def assigned_count(self) -> int:
+        """Return how many conversations have a volunteer."""
+        return len(self._assigned)
+
     def volunteer_of(self, conversation: str) -> int | None:
         """Return the volunteer assigned to a conversation, or None."""
         return self._assigned.get(conversation)

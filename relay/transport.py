@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket
 
-from relay import protocol
+from relay import metrics, protocol
 from relay.hub import Peer
 from relay.protocol import ProtocolError
 from relay.store import StoreError
@@ -48,6 +48,7 @@ async def receive_frames(
                 raise ProtocolError("invalid_frame", "Frames must be text, not binary.")
             await handle(text)
         except ProtocolError as error:
+            metrics.ERRORS.labels(error.code).inc()
             peer.send(error.to_frame())
             if error.code == "invalid_frame":
                 invalid += 1
@@ -61,6 +62,7 @@ async def receive_frames(
         except Exception:
             # A bug must not take the connection down with it; say so and go on.
             logger.exception("%s %s: handling a frame failed", peer.kind, peer.id)
+            metrics.ERRORS.labels("internal_error").inc()
             peer.send(
                 ProtocolError(
                     "internal_error", "The relay failed to handle this frame."

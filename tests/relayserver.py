@@ -82,7 +82,7 @@ class RelayServer:
             raise RuntimeError(f"vso volunteer add failed: {result.stderr}")
 
     def start(self) -> None:
-        """Start ``vso serve`` and wait until ``/healthz`` answers 200."""
+        """Start ``vso serve`` and wait until ``/readyz`` answers 200."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*VSO, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -93,7 +93,7 @@ class RelayServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the relay exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
