@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -25,7 +26,12 @@ class Peer:
 
     Frames are queued without waiting, so a slow reader never holds up a sender.
     When the queue is full the connection is closed with 1013 and the client
-    resumes later from its last sequence number.
+    resumes later from its last sequence number. A writer task runs only while
+    frames are queued, so an idle connection costs no task.
+
+    A client that stops reading also stops taking the close frame, so when the
+    queue overflows the ``reader`` task (the socket's receive loop) is cancelled
+    if it is waiting for a frame, and the connection counts as gone at once.
     """
 
     def __init__(
@@ -35,51 +41,71 @@ class Peer:
         *,
         kind: str,
         max_queued: int = SEND_QUEUE_FRAMES,
+        reader: asyncio.Task[Any] | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
         self.kind = kind
         self._send_text = send_text
         self._close = close
-        self._queue: asyncio.Queue[str | int] = asyncio.Queue(maxsize=max_queued)
+        self._max_queued = max_queued
+        self._queue: deque[str | int] = deque()
         self._closing = False
-        self._writer = asyncio.create_task(self._write(), name=f"peer-writer-{self.id}")
+        self._writer: asyncio.Task[None] | None = None
+        self._reader = reader
+        # Set by the receive loop while it waits for the client's next frame.
+        self.receiving = False
+        self.abandoned = False
 
     def send(self, frame: dict[str, Any]) -> None:
         """Queue a frame; close the connection if the client is too far behind."""
         if self._closing:
             return
-        try:
-            self._queue.put_nowait(protocol.encode(frame))
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._max_queued:
             logger.warning("%s %s is not reading; closing it", self.kind, self.id)
             self.close(protocol.CLOSE_TRY_AGAIN_LATER)
+            self.abandoned = True
+            if self._reader is not None and self.receiving:
+                self._reader.cancel()
+            return
+        self._queue.append(protocol.encode(frame))
+        self._wake_writer()
 
     def close(self, code: int) -> None:
         """Close the connection after the frames already queued, unless full."""
         if self._closing:
             return
         self._closing = True
-        if self._queue.full():
+        if len(self._queue) >= self._max_queued:
             # Drop what is queued: the client resumes from its last seq anyway.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-        self._queue.put_nowait(code)
+            self._queue.clear()
+        self._queue.append(code)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(
+                self._write(), name=f"peer-writer-{self.id}"
+            )
 
     async def _write(self) -> None:
-        while True:
-            item = await self._queue.get()
+        while self._queue:
+            item = self._queue.popleft()
             try:
                 if isinstance(item, int):
+                    self._queue.clear()
                     await self._close(item)
                     return
                 await self._send_text(item)
             except Exception as error:  # the socket is gone; the reader will see it
                 logger.debug("%s %s send failed: %s", self.kind, self.id, error)
                 self._closing = True
+                self._queue.clear()
                 return
 
     async def drain(self, timeout: float) -> None:
         """Wait until a requested close has been sent, at most ``timeout`` seconds."""
+        if self._writer is None:
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout)
         except (TimeoutError, asyncio.CancelledError):
@@ -92,6 +118,9 @@ class Peer:
     async def stop(self) -> None:
         """Stop the writer task; called once the connection has ended."""
         self._closing = True
+        self._queue.clear()
+        if self._writer is None:
+            return
         self._writer.cancel()
         try:
             await self._writer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,7 +25,7 @@ def open_peer(websocket: WebSocket, kind: str) -> Peer:
     async def close(code: int) -> None:
         await websocket.close(code)
 
-    return Peer(websocket.send_text, close, kind=kind)
+    return Peer(websocket.send_text, close, kind=kind, reader=asyncio.current_task())
 
 
 async def receive_frames(
@@ -34,12 +35,22 @@ async def receive_frames(
 
     A ``ProtocolError`` from ``handle`` becomes an ``error`` frame and the socket
     stays open, unless the client sent more than ``MAX_INVALID_FRAMES`` invalid
-    frames, which closes it with 1008. Returns when the client disconnects or the
-    relay closed the socket.
+    frames, which closes it with 1008. Returns when the client disconnects, the
+    relay closed the socket, or the client stopped reading what it is sent.
     """
     invalid = 0
     while True:
-        message = await websocket.receive()
+        peer.receiving = True
+        try:
+            message = await websocket.receive()
+        except asyncio.CancelledError:
+            # The peer gave up on a client that stopped reading; end normally.
+            task = asyncio.current_task()
+            if peer.abandoned and task is not None and task.uncancel() == 0:
+                return
+            raise
+        finally:
+            peer.receiving = False
         if message["type"] == "websocket.disconnect":
             return
         text = message.get("text")
