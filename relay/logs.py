@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -13,18 +14,31 @@ from datetime import UTC, datetime
 NOISY_LOGGERS = ("aiosqlite", "uvicorn.error", "uvicorn.protocols", "websockets")
 
 
+# ``address:port`` with an IPv4 or a bracketed IPv6 address, checked by pattern
+# because this runs for every argument of every record; uvicorn writes IPv6
+# addresses without brackets, which only ``ipaddress`` tells from other text.
+ADDRESS_PATTERN = re.compile(r"(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
+IPV6_PORT_PATTERN = re.compile(r"([0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*):\d{1,5}")
+# uvicorn's own lines for each WebSocket; the relay logs its sockets with ids.
+CONNECTION_CHATTER = frozenset(
+    {'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"}
+)
+
+
 def _is_address(value: object) -> bool:
     """Return True for ``address:port``, the form uvicorn logs a client in.
 
     A bare address is left alone: uvicorn logs the listening host that way.
     """
-    if not isinstance(value, str) or ":" not in value:
+    if not isinstance(value, str):
         return False
-    host, _, port = value.rpartition(":")
-    if not port.isdigit():
+    if ADDRESS_PATTERN.fullmatch(value):
+        return True
+    match = IPV6_PORT_PATTERN.fullmatch(value)
+    if match is None:
         return False
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.IPv6Address(match.group(1))
     except ValueError:
         return False
     return True
@@ -62,6 +76,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class ConnectionChatterFilter(logging.Filter):
+    """Drop uvicorn's per-connection lines, which the relay's own lines replace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "uvicorn.error" and record.msg in CONNECTION_CHATTER)
+
+
 def configure_logging(level: str, log_format: str = "text") -> None:
     """Log to standard error at ``level``, with addresses redacted.
 
@@ -75,6 +96,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
+    handler.addFilter(ConnectionChatterFilter())
     handler.addFilter(RedactAddressFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
