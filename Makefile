@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SOURCES := relay widget dashboard tests bench
 
-.PHONY: install run test check format bench chromium clean
+.PHONY: install run test check format bench chromium nginx clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 	touch $(STAMP)
 
 run: install
@@ -26,8 +26,20 @@ chromium:
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; \
 	fi
 
-test: install chromium
+# The reverse-proxy tests run Debian's nginx; install it when it is missing.
+nginx:
+	@if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq nginx; \
+	  else sudo apt-get update -qq && sudo RUNLEVEL=1 apt-get install -y -qq nginx; fi; \
+	fi
+
+test: install chromium nginx
 	$(BIN)/pytest
+
+# The relay against a raw websockets relay; writes bench/results/latest.json
+# and the results in docs/benchmarks.md. About ten minutes on two cores.
+bench: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
 
 check: install
 	$(BIN)/ruff format --check $(SOURCES)
