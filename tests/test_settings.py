@@ -377,6 +377,49 @@ def test_secure_http() -> None:
     assert not load(VSO_PUBLIC_URL="http://chat.example.org").secure
 
 
+# Operations
+
+
+def test_ws_ping_seconds_parsed() -> None:
+    assert load(VSO_WS_PING_SECONDS="2.5").ws_ping_seconds == 2.5
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "soon"])
+def test_ws_ping_seconds_invalid(raw: str) -> None:
+    with pytest.raises(SettingsError, match="VSO_WS_PING_SECONDS"):
+        load(VSO_WS_PING_SECONDS=raw)
+
+
+def test_log_format_json() -> None:
+    assert load(VSO_LOG_FORMAT="JSON").log_format == "json"
+
+
+def test_log_format_invalid() -> None:
+    with pytest.raises(SettingsError, match="VSO_LOG_FORMAT"):
+        load(VSO_LOG_FORMAT="xml")
+
+
+def test_metrics_allow_default_loopback() -> None:
+    allowed = [str(network) for network in load().metrics_allow]
+
+    assert allowed == ["127.0.0.1/32", "::1/128"]
+
+
+def test_metrics_allow_addresses_and_networks() -> None:
+    settings = load(VSO_METRICS_ALLOW="10.0.0.5, 192.168.0.0/16,fd00::/8")
+
+    assert [str(network) for network in settings.metrics_allow] == [
+        "10.0.0.5/32",
+        "192.168.0.0/16",
+        "fd00::/8",
+    ]
+
+
+def test_metrics_allow_invalid() -> None:
+    with pytest.raises(SettingsError, match="prometheus.local"):
+        load(VSO_METRICS_ALLOW="127.0.0.1,prometheus.local")
+
+
 # Documentation
 
 
