@@ -34,6 +34,10 @@ from relay.crypto import DataCipher, DecryptionError
 logger = logging.getLogger("relay.store")
 
 BUSY_TIMEOUT_MS = 5000
+# Checkpoints copy the WAL into the database file and sync it to disk, which
+# can take tens of milliseconds; they run in a thread of their own at this
+# interval, so that no commit, and no ack, waits for one.
+CHECKPOINT_SECONDS = 1.0
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: volunteers, sessions, sites, conversations and messages.
@@ -273,6 +277,9 @@ class Store:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="vso-writer")
         self._pending: list[_PendingMessage] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="vso-checkpoint")
+        self._checkpoints: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path, cipher: DataCipher | None = None) -> Store:
@@ -294,25 +301,60 @@ class Store:
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             await store._migrate()
-            store._writer_db = await asyncio.get_running_loop().run_in_executor(
+            await db.execute("PRAGMA wal_autocheckpoint = 0")
+            loop = asyncio.get_running_loop()
+            store._writer_db = await loop.run_in_executor(
                 store._writer, _connect_writer, path
+            )
+            store._checkpoint_db = await loop.run_in_executor(
+                store._checkpointer, _connect_writer, path
             )
         except BaseException:
             await db.close()
             store._writer.shutdown(wait=False)
+            store._checkpointer.shutdown(wait=False)
             raise
+        store._checkpoints = asyncio.create_task(
+            store._checkpoint_forever(), name="store-checkpoints"
+        )
         return store
 
+    async def _checkpoint_forever(self) -> None:
+        """Checkpoint the WAL every ``CHECKPOINT_SECONDS`` until the store closes."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            if self._checkpoint_db is None:
+                return
+            try:
+                await loop.run_in_executor(
+                    self._checkpointer,
+                    self._checkpoint_db.execute,
+                    "PRAGMA wal_checkpoint(PASSIVE)",
+                )
+            except sqlite3.Error as error:
+                # The WAL keeps every commit; the next attempt catches up.
+                logger.error("checkpointing the database failed: %s", error)
+
     async def close(self) -> None:
-        """Store the messages still pending, then close both connections."""
+        """Store the messages still pending, then close every connection."""
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
+        loop = asyncio.get_running_loop()
         async with self._write_lock:
-            if self._writer_db is not None:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._writer, self._writer_db.close
+            if self._checkpoint_db is not None:
+                await loop.run_in_executor(
+                    self._checkpointer, self._checkpoint_db.close
                 )
+                self._checkpoint_db = None
+            self._checkpointer.shutdown(wait=True)
+            if self._writer_db is not None:
+                await loop.run_in_executor(self._writer, self._writer_db.close)
             self._writer.shutdown(wait=True)
+            # The last connection to close checkpoints the WAL into the file.
             await self._db.close()
 
     async def _migrate(self) -> None:
@@ -938,12 +980,13 @@ class _PendingMessage:
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:
-    """Open the connection of the writer thread, with the store's pragmas."""
+    """Open a connection for a thread of the store, with the store's pragmas."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA wal_autocheckpoint = 0")
     return db
 
 
