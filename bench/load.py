@@ -7,13 +7,16 @@ JSON line per event on standard output:
    waits for a line on standard input, so that the caller can read the server's
    memory with only idle connections open;
 2. times 1,000 more visitor handshakes (100 at a time);
-3. saturation: every pair keeps one message in flight, visitor to volunteer;
+3. saturation: every pair keeps one message in flight, volunteer to visitor;
 4. latency: every pair sends one message a second, at random phases;
 5. prints ``result`` and exits, dropping every socket.
 
-With ``--kill9`` it instead keeps messages flowing until the relay dies, then
-reconnects, resumes, resends what was not acknowledged and prints every
+With ``--kill9`` it instead keeps volunteers' messages flowing until the relay
+dies, then reconnects, resends what was not acknowledged and prints every
 acknowledged ``client_id``.
+
+Fast loads come from volunteers: the relay limits each visitor to a burst of
+60 messages and then one a second, as a person would type.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import time
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 CONCURRENCY = 100
 CONNECT_COUNT = 1000
@@ -113,35 +116,55 @@ class Pair:
         # only the body of message frames is read, by position.
         try:
             async for text in socket:
-                if not isinstance(text, str) or '"type":"message"' not in text:
+                if not isinstance(text, str):
                     continue
-                if self.latencies is not None:
+                if self.track_acks and '"type":"ack"' in text:
+                    frame = json.loads(text)
+                    self.acked[frame["client_id"]] = frame["seq"]
+                    self.ack_event.set()
+                elif self.latencies is not None and '"type":"message"' in text:
                     start = text.find('"body":"t')
                     if start >= 0:
                         start += len('"body":"t')
                         sent = int(text[start : text.index(" ", start)])
                         self.latencies.append((time.perf_counter_ns() - sent) / 1e6)
-                self.received += 1
-                self.arrived.set()
-        except ConnectionClosed:
-            pass
-
-    async def _read_visitor(self, socket: ClientConnection) -> None:
-        try:
-            async for text in socket:
-                if self.track_acks and '"type":"ack"' in text:
-                    frame = json.loads(text)
-                    self.acked[frame["client_id"]] = frame["seq"]
-                    self.ack_event.set()
         except ConnectionClosed:
             pass
         self.ack_event.set()
 
-    async def send(self, client_id: str, body: str) -> None:
+    async def _read_visitor(self, socket: ClientConnection) -> None:
+        try:
+            async for text in socket:
+                if isinstance(text, str) and '"type":"message"' in text:
+                    self.received += 1
+                    self.arrived.set()
+        except ConnectionClosed:
+            pass
+
+    async def visitor_send(self, client_id: str, body: str) -> None:
         assert self.visitor is not None
         await self.visitor.send(
             json.dumps({"type": "send", "client_id": client_id, "body": body})
         )
+
+    async def volunteer_send(self, client_id: str, body: str) -> None:
+        assert self.volunteer is not None
+        frame = {
+            "type": "send",
+            "conversation": self.seed["conversation"],
+            "client_id": client_id,
+            "body": body,
+        }
+        await self.volunteer.send(json.dumps(frame))
+
+    async def reopen_volunteer(self, target: Target) -> None:
+        """Open a new dashboard socket for this pair and start reading it."""
+        self.volunteer = await target.open("/dashboard/ws", self.seed["cookie"])
+        await self.volunteer.send(
+            json.dumps({"type": "hello", "last_seq": {self.seed["conversation"]: 0}})
+        )
+        await recv_type(self.volunteer, "state")
+        asyncio.create_task(self._read_volunteer(self.volunteer))
 
 
 async def gather_limited(coroutines: list[Any]) -> list[Any]:
@@ -176,7 +199,7 @@ async def saturate(pairs: list[Pair], seconds: float) -> float:
         while time.perf_counter() < stop_at:
             pair.arrived.clear()
             number += 1
-            await pair.send(f"s{pair.index}-{number}", f"s{number} saturation")
+            await pair.volunteer_send(f"s{pair.index}-{number}", f"s{number} fast")
             try:
                 await asyncio.wait_for(pair.arrived.wait(), 30)
             except TimeoutError:
@@ -206,7 +229,7 @@ async def paced(pairs: list[Pair], seconds: float) -> dict[str, float]:
             if pair.latencies is None and time.perf_counter() >= record_from:
                 pair.latencies = []
             number += 1
-            await pair.send(
+            await pair.visitor_send(
                 f"l{pair.index}-{number}", f"t{time.perf_counter_ns()} latency"
             )
             next_at += 1.0
@@ -263,7 +286,7 @@ async def run_kill9(args: argparse.Namespace, seeds: list[dict[str, str]]) -> No
             sent[pair.index].append(client_id)
             pair.ack_event.clear()
             try:
-                await pair.send(client_id, f"kill9 {client_id}")
+                await pair.volunteer_send(client_id, f"kill9 {client_id}")
             except ConnectionClosed:
                 return
             await pair.ack_event.wait()
@@ -278,20 +301,17 @@ async def run_kill9(args: argparse.Namespace, seeds: list[dict[str, str]]) -> No
         deadline = time.perf_counter() + 60
         while True:
             try:
-                pair.visitor = await target.open(f"/chat/ws?site={target.site}")
+                await pair.reopen_volunteer(target)
                 break
-            except (OSError, TimeoutError) as error:
+            except (OSError, TimeoutError, InvalidStatus) as error:
+                # As the dashboard does, retry a refused handshake too.
                 if time.perf_counter() > deadline:
                     raise RuntimeError("the relay did not come back") from error
                 await asyncio.sleep(0.2 + random.random() * 0.3)
-        await recv_type(pair.visitor, "status")
-        await pair.visitor.send(json.dumps(pair.resume_frame()))
-        await recv_type(pair.visitor, "assigned")
-        asyncio.create_task(pair._read_visitor(pair.visitor))
         for client_id in sent[pair.index]:
             if client_id not in pair.acked:
                 pair.ack_event.clear()
-                await pair.send(client_id, f"kill9 {client_id}")
+                await pair.volunteer_send(client_id, f"kill9 {client_id}")
                 while client_id not in pair.acked:
                     await asyncio.wait_for(pair.ack_event.wait(), 30)
                     pair.ack_event.clear()

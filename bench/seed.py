@@ -19,6 +19,7 @@ from pathlib import Path
 from relay import auth
 from relay.conversations import hash_token
 from relay.settings import Settings
+from relay.sites import DEFAULT_EXIT_URL
 from relay.store import Store
 
 ORIGIN = "http://127.0.0.1"
@@ -30,7 +31,7 @@ async def seed(database: Path, secret_key: str, count: int) -> list[dict[str, st
     store = await Store.open(database)
     pairs = []
     try:
-        site = await store.add_site("bench", "Benchmark", [ORIGIN])
+        site = await store.add_site("bench", "Benchmark", [ORIGIN], DEFAULT_EXIT_URL)
         for index in range(count):
             volunteer = await store.add_volunteer(
                 f"bench{index}", f"Volunteer {index}", password_hash, 1
