@@ -36,10 +36,12 @@ nginx:
 test: install chromium nginx
 	$(BIN)/pytest
 
-# The relay against a raw websockets relay; writes bench/results/latest.json
-# and the results in docs/benchmarks.md. About ten minutes on two cores.
+# The relay against a raw websockets relay, then the chat page's weight without
+# scripts. Writes bench/results/latest.json, bench/results/page_weight.json and
+# the results in docs/benchmarks.md. About ten minutes on two cores.
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
+	$(BIN)/python bench/page_weight.py
 
 check: install
 	$(BIN)/ruff format --check $(SOURCES)
@@ -49,10 +51,6 @@ check: install
 format: install
 	$(BIN)/ruff format $(SOURCES)
 	$(BIN)/ruff check --fix $(SOURCES)
-
-# Benchmarks; each prints a table and writes JSON into bench/results/.
-bench: install
-	$(BIN)/python bench/page_weight.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
