@@ -43,12 +43,12 @@ SHARED_STATIC_DIR = Path(__file__).parent / "static"
 
 
 async def healthz(request: Request) -> Response:
-    """Answer 200 while the process serves requests: the liveness probe."""
+    """Return 200 while the process serves requests: the liveness probe."""
     return JSONResponse({"status": "ok"}, headers={"cache-control": "no-store"})
 
 
 async def readyz(request: Request) -> Response:
-    """Answer 200 while the database accepts writes, 503 otherwise.
+    """Return 200 while the database accepts writes, 503 otherwise.
 
     A load balancer sends new visitors elsewhere while this fails; the relay
     stops accepting connections altogether once it is shutting down.
@@ -66,7 +66,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def storage_unavailable(request: Request, error: Exception) -> Response:
-    """Answer 503 when the database fails (disk full, locked) during a request."""
+    """Return 503 when the database fails (disk full, locked) during a request."""
     logger.error("%s %s failed: %s", request.method, request.url.path, error)
     return PlainTextResponse(
         "The service cannot save data right now. Please try again in a minute.",
