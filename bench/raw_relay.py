@@ -119,6 +119,6 @@ if __name__ == "__main__":
 
     import uvloop
 
-    # Clients that vanish without a close frame are expected; say nothing.
+    # Clients that vanish without a close frame are expected, so log nothing.
     logging.basicConfig(level=logging.CRITICAL)
     uvloop.run(main(int(sys.argv[1])))

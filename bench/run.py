@@ -99,7 +99,7 @@ def wait_ready(url: str, process: subprocess.Popen[Any], timeout: float = 120) -
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
+    raise RuntimeError(f"{url} did not respond within {timeout} s")
 
 
 def rss_kib(pid: int) -> int:

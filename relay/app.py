@@ -76,7 +76,7 @@ async def storage_unavailable(request: Request, error: Exception) -> Response:
 
 
 async def favicon(request: Request) -> Response:
-    """Answer browsers' automatic icon request without a 404 in their console."""
+    """Return 204 to browsers' automatic icon request, so no 404 is logged."""
     return Response(status_code=204, headers={"cache-control": "public, max-age=86400"})
 
 

@@ -40,7 +40,7 @@ SHUTDOWN_GRACE_SECONDS = 10
 
 
 class CommandError(Exception):
-    """A command cannot run as asked; the message says why and what to do."""
+    """A command cannot run as requested; the message states why and what to do."""
 
 
 def _write(text: str = "") -> None:
@@ -182,7 +182,7 @@ async def _prepare_demo(settings: Settings) -> None:
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Fail before printing anything when another process holds the port."""
+    """Fail before printing anything when another process listens on the port."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:

@@ -36,7 +36,7 @@ logger = logging.getLogger("relay.conversations")
 EMERGENCY_NUMBER = "112"
 
 # A visitor without a socket (the chat page with scripts off) counts as connected
-# for this long after each request; its transcript frame reloads every few seconds.
+# for this long after each request. Their transcript frame reloads every 3 s.
 HTTP_PRESENCE_SECONDS = 10.0
 
 SCRIPT = "script"
@@ -169,8 +169,8 @@ class ChatService:
     async def start(self, peer: Peer, site: Site) -> Conversation | None:
         """Open a conversation for a visitor socket and put it in the queue.
 
-        Returns None, creating nothing, when no volunteer is available; the
-        visitor is told so at once.
+        Returns None, creating nothing, when no volunteer is available, and the
+        socket receives ``unavailable`` at once.
         """
         async with self._pairing_lock:
             if not self.volunteers_available():

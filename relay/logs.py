@@ -9,8 +9,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# Loggers that at DEBUG write SQL parameters, frame text or request headers, so
-# message bodies and session cookies; they stay at INFO whatever the relay's level.
+# At DEBUG these loggers write SQL parameters, frame text or request headers, which
+# include message bodies and session cookies. They stay at INFO at any relay level.
 NOISY_LOGGERS = ("aiosqlite", "uvicorn.error", "uvicorn.protocols", "websockets")
 
 

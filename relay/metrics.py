@@ -101,7 +101,7 @@ def _allowed(request: Request) -> bool:
 
 
 async def metrics(request: Request) -> Response:
-    """Answer Prometheus's scrape, or 404 to an address not in VSO_METRICS_ALLOW."""
+    """Return the metrics, or 404 to an address not in VSO_METRICS_ALLOW."""
     if not _allowed(request):
         logger.info("metrics request from an address not allowed")
         return PlainTextResponse("Not Found", status_code=404)

@@ -48,7 +48,7 @@ class Started:
 
 @dataclass(frozen=True)
 class View:
-    """What the transcript frame shows for one conversation."""
+    """The state of one conversation as the transcript frame shows it."""
 
     conversation: Conversation
     position: int | None

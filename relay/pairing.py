@@ -7,7 +7,7 @@ operation:
   volunteer who left go to the front;
 - a conversation is either waiting in the queue or assigned to exactly one
   volunteer, never both;
-- no volunteer holds more conversations than their capacity;
+- no volunteer has more conversations than their capacity;
 - only a volunteer whose "Available" switch is on can accept.
 """
 

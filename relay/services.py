@@ -17,7 +17,7 @@ from relay.store import Store
 
 @dataclass
 class Services:
-    """What the lifespan opens: settings, storage, connections and chats."""
+    """The objects the lifespan opens: settings, storage, connections and chats."""
 
     settings: Settings
     store: Store

@@ -8,7 +8,7 @@ import re
 import secrets
 from urllib.parse import urlsplit
 
-# Where Quick exit sends a visitor unless the site sets its own address: a page
+# The address Quick exit sends a visitor to unless the site sets its own: a page
 # that looks ordinary on anyone's screen and is reachable from everywhere.
 DEFAULT_EXIT_URL = "https://www.google.com/"
 EXIT_URL_MAX_CHARS = 500

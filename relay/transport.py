@@ -71,7 +71,7 @@ async def receive_frames(
                 ).to_frame()
             )
         except Exception:
-            # A bug must not take the connection down with it; say so and go on.
+            # A bug must not close the connection: send an error frame and go on.
             logger.exception("%s %s: handling a frame failed", peer.kind, peer.id)
             metrics.ERRORS.labels("internal_error").inc()
             peer.send(

@@ -82,7 +82,7 @@ class RelayServer:
             raise RuntimeError(f"vso volunteer add failed: {result.stderr}")
 
     def start(self) -> None:
-        """Start ``vso serve`` and wait until ``/readyz`` answers 200."""
+        """Start ``vso serve`` and wait until ``/readyz`` returns 200."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*VSO, "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -249,7 +249,7 @@ async def visitor(
 
 
 async def volunteer(server: RelayServer, cookie: str, hello: bool = True) -> Client:
-    """Open a dashboard socket with a session cookie and say hello."""
+    """Open a dashboard socket with a session cookie and send ``hello``."""
     connection = await connect(
         f"{server.ws_url}/dashboard/ws",
         origin=server.base_url,  # type: ignore[arg-type]

@@ -372,7 +372,7 @@ async def _page_of_cookie(
 def _after_post(
     request: Request, site: Site, token: str, **query: str
 ) -> Response | None:
-    """Return the 303 of Post/Redirect/Get if the cookie holds this conversation.
+    """Return the 303 of Post/Redirect/Get if the cookie contains this conversation.
 
     Returns None where the cookie does not work, and the post renders the page.
     """
