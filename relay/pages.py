@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relay import i18n
 from relay.settings import Settings
 
 # Headers every HTTP response carries unless the route set its own.
@@ -35,6 +36,10 @@ def make_templates(
         loader=jinja2.FileSystemLoader(directory),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
+    )
+    environment.install_gettext_callables(  # type: ignore[attr-defined]
+        i18n.gettext, i18n.ngettext, newstyle=True
     )
     environment.globals["static_url"] = static_url_function(static_prefix, static_dir)
     return Jinja2Templates(env=environment)
