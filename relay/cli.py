@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from relay import auth
+from relay import auth, collector
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
@@ -282,7 +282,9 @@ def serve(settings: Settings) -> None:
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)
-    uvicorn.run(create_app(settings), **uvicorn_options(settings))
+    app = create_app(settings)
+    collector.tune()
+    uvicorn.run(app, **uvicorn_options(settings))
 
 
 def build_parser() -> argparse.ArgumentParser:
