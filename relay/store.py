@@ -772,10 +772,12 @@ class Store:
         nothing was stored.
         """
         results: list[tuple[Message, bool] | Exception] = []
+        # One time for the batch: its messages are committed together.
+        created_at = utc_now()
         db.execute("BEGIN IMMEDIATE")
         try:
             for pending in batch:
-                results.append(self._write_one(db, pending))
+                results.append(self._write_one(db, pending, created_at))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -784,21 +786,27 @@ class Store:
         return results
 
     def _write_one(
-        self, db: sqlite3.Connection, pending: _PendingMessage
+        self, db: sqlite3.Connection, pending: _PendingMessage, created_at: str
     ) -> tuple[Message, bool] | Exception:
-        row = db.execute(
-            "SELECT * FROM messages"
-            " WHERE conversation_id = ? AND sender = ? AND client_id = ?",
-            (pending.conversation_id, pending.sender, pending.client_id),
-        ).fetchone()
-        if row is not None:
-            return self._message(row), False
+        """Store one message of a batch: two statements unless it is a retry.
+
+        The sequence number is taken first, which also proves the conversation
+        open; the insert then skips a message already stored with the same
+        sender and ``client_id`` (a retry), and only then is the number given
+        back and the stored copy read. Retries are rare, so the usual message
+        costs an UPDATE and an INSERT, with no lookup before them.
+        """
         seq_row = db.execute(
             "UPDATE conversations SET last_seq = last_seq + 1"
             " WHERE id = ? AND status IN ('queued', 'active') RETURNING last_seq",
             (pending.conversation_id,),
         ).fetchone()
         if seq_row is None:
+            # Closed or unknown; a retry of a message stored before the end
+            # still gets its acknowledgement.
+            stored = self._stored_copy(db, pending)
+            if stored is not None:
+                return stored, False
             return ConversationClosedError(pending.conversation_id)
         message = Message(
             conversation_id=pending.conversation_id,
@@ -806,13 +814,14 @@ class Store:
             sender=pending.sender,
             client_id=pending.client_id,
             body=pending.body,
-            created_at=utc_now(),
+            created_at=created_at,
             volunteer_id=pending.volunteer_id,
         )
-        db.execute(
+        inserted = db.execute(
             "INSERT INTO messages"
             " (conversation_id, seq, sender, volunteer_id, client_id, body,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (conversation_id, sender, client_id) DO NOTHING",
             (
                 message.conversation_id,
                 message.seq,
@@ -822,8 +831,31 @@ class Store:
                 self._seal(message.body, message.conversation_id, message.seq),
                 message.created_at,
             ),
+        ).rowcount
+        if inserted == 1:
+            return message, True
+        # A retry: give the number back, so that seq stays without gaps.
+        db.execute(
+            "UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?",
+            (pending.conversation_id,),
         )
-        return message, True
+        stored = self._stored_copy(db, pending)
+        if stored is None:
+            raise StoreError(
+                f"A message of {pending.conversation_id} was neither stored nor found."
+            )
+        return stored, False
+
+    def _stored_copy(
+        self, db: sqlite3.Connection, pending: _PendingMessage
+    ) -> Message | None:
+        """Return the message already stored with the same sender and client id."""
+        row = db.execute(
+            "SELECT * FROM messages"
+            " WHERE conversation_id = ? AND sender = ? AND client_id = ?",
+            (pending.conversation_id, pending.sender, pending.client_id),
+        ).fetchone()
+        return None if row is None else self._message(row)
 
     async def messages_after(self, conversation_id: str, seq: int) -> list[Message]:
         """Return the messages with a sequence number above ``seq``, in order."""
