@@ -259,8 +259,11 @@ async def run_load(args: argparse.Namespace, seeds: list[dict[str, str]]) -> Non
     target = Target(args.url, args.origin, args.site)
     pairs = await open_pairs(target, seeds)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    emit("phase", name="connect")
     connect_seconds = await time_connects(target)
+    emit("phase", name="saturate")
     throughput = await saturate(pairs, args.throughput_seconds)
+    emit("phase", name="paced")
     latency = await paced(pairs, args.latency_seconds)
     emit(
         "result",
