@@ -157,11 +157,14 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
     cookie = websocket.cookies.get(services.signer.session_cookie)
+    # The cookie cannot change while the socket is open: its signature is
+    # checked once here, and only its age on each frame.
+    session_expires_at = services.signer.session_expires_at(cookie)
     session_checked_at = time.monotonic()
 
     async def handle(text: str) -> None:
         nonlocal session_checked_at
-        if services.signer.unsign_session(cookie) is None:
+        if time.time() > session_expires_at:
             logger.info("volunteer socket %s: session expired", peer.id)
             peer.close(protocol.CLOSE_SIGNED_OUT)
             return

@@ -104,6 +104,24 @@ class Signer:
             return None
         return value if isinstance(value, str) else None
 
+    def session_expires_at(self, cookie: str | None) -> float:
+        """Return when a session cookie stops being valid, as Unix time.
+
+        Returns 0 for a forged or expired cookie. A socket checks the signature
+        once with this and then only the clock on each frame.
+        """
+        if not cookie:
+            return 0.0
+        try:
+            value, signed_at = self._sessions.loads(
+                cookie, max_age=self.max_age, return_timestamp=True
+            )
+        except BadSignature:
+            return 0.0
+        if not isinstance(value, str):
+            return 0.0
+        return float(signed_at.timestamp()) + self.max_age
+
     def sign_pending(self, pending: dict[str, Any]) -> str:
         """Sign the state of a sign-in that waits for its second factor."""
         return self._pending.dumps(pending)
