@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE sessions ADD COLUMN last_seen_at TEXT;
     """,
+    # The audit log of administrative and supervisory actions. Only
+    # ``record_audit`` writes it, and nothing updates or deletes its rows.
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        actor_id INTEGER NOT NULL,
+        actor_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -214,6 +229,28 @@ class Message:
     volunteer_id: int | None = None
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One administrative or supervisory action: who, what, when and on what."""
+
+    id: int
+    created_at: str
+    actor_id: int
+    # The actor's display name when they acted; a later rename leaves it.
+    actor_name: str
+    action: str
+    target_kind: str
+    target_id: str
+
+
+# Audit entries hold names and ids only, never free text: these patterns keep
+# a message, a password or a token from being passed in by mistake.
+_AUDIT_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
+_AUDIT_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_AUDIT_TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}")
+AUDIT_PAGE_MAX = 200
+
+
 def _volunteer(row: sqlite3.Row) -> Volunteer:
     return Volunteer(
         id=row["id"],
@@ -236,6 +273,18 @@ def _site(row: sqlite3.Row) -> Site:
         origins=tuple(json.loads(row["origins"])),
         created_at=row["created_at"],
         exit_url=row["exit_url"],
+    )
+
+
+def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        created_at=row["created_at"],
+        actor_id=row["actor_id"],
+        actor_name=row["actor_name"],
+        action=row["action"],
+        target_kind=row["target_kind"],
+        target_id=row["target_id"],
     )
 
 
@@ -922,6 +971,73 @@ class Store:
                     (sealed, volunteer_id),
                 )
         return len(rows)
+
+    # Audit log
+
+    async def record_audit(
+        self, actor_id: int, action: str, target_kind: str, target_id: int | str
+    ) -> AuditEntry:
+        """Append an entry to the audit log, with the actor's current display name.
+
+        ``action`` is a dotted lowercase name such as ``site.update``,
+        ``target_kind`` a lowercase word such as ``site`` and ``target_id`` an
+        integer or an id of letters, digits, ``-`` and ``_``. Raises
+        ``ValueError`` for anything else or an unknown actor, so that no free
+        text reaches the log.
+        """
+        if not _AUDIT_ACTION.fullmatch(action):
+            raise ValueError(f"Invalid audit action {action!r}; use e.g. site.update.")
+        if not _AUDIT_KIND.fullmatch(target_kind):
+            raise ValueError(f"Invalid audit target kind {target_kind!r}.")
+        target = str(target_id)
+        if isinstance(target_id, bool) or not _AUDIT_TARGET.fullmatch(target):
+            raise ValueError("Invalid audit target id; use an integer or a short id.")
+        async with self._transaction() as tx:
+            actor = await tx.fetchone(
+                "SELECT display_name FROM volunteers WHERE id = ?", (actor_id,)
+            )
+            if actor is None:
+                raise ValueError(f"Unknown audit actor {actor_id}.")
+            cursor = await tx.execute(
+                "INSERT INTO audit_log"
+                " (created_at, actor_id, actor_name, action, target_kind, target_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (utc_now(), actor_id, actor[0], action, target_kind, target),
+            )
+            entry_id = int(cursor.lastrowid or 0)
+        row = await self._fetchone("SELECT * FROM audit_log WHERE id = ?", (entry_id,))
+        if row is None:
+            raise StoreError("The new audit entry was not found after inserting it.")
+        return _audit_entry(row)
+
+    async def list_audit(
+        self, action: str | None = None, before_id: int | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """Return up to ``limit`` audit entries, newest first.
+
+        ``action`` keeps only entries of that action; ``before_id`` keeps only
+        entries older than that id, for the next page.
+        """
+        limit = max(1, min(limit, AUDIT_PAGE_MAX))
+        clauses = []
+        params: list[Any] = []
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._fetchall(
+            f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_audit_entry(row) for row in rows]
+
+    async def audit_actions(self) -> list[str]:
+        """Return the distinct actions in the audit log, sorted."""
+        rows = await self._fetchall("SELECT DISTINCT action FROM audit_log ORDER BY 1")
+        return [row[0] for row in rows]
 
     # Deletion and retention
 
