@@ -142,6 +142,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_log_action ON audit_log (action, id);
     """,
+    # Invitations to new staff accounts, and each site's greeting and colour.
+    """
+    CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('volunteer', 'supervisor', 'admin')),
+        created_by INTEGER NOT NULL REFERENCES volunteers(id),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        revoked_at TEXT,
+        volunteer_id INTEGER REFERENCES volunteers(id)
+    );
+    ALTER TABLE sites ADD COLUMN greeting TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sites ADD COLUMN brand_colour TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -197,6 +213,22 @@ class Site:
     origins: tuple[str, ...]
     created_at: str
     exit_url: str
+    # Shown to visitors above the start button; empty for the standard text.
+    greeting: str = ""
+    # The site's colour as #rrggbb; empty for the relay's own colour.
+    brand_colour: str = ""
+
+
+@dataclass(frozen=True)
+class Invitation:
+    id: int
+    role: str
+    created_by: int
+    created_at: str
+    expires_at: str
+    used_at: str | None
+    revoked_at: str | None
+    volunteer_id: int | None
 
 
 @dataclass(frozen=True)
@@ -273,6 +305,21 @@ def _site(row: sqlite3.Row) -> Site:
         origins=tuple(json.loads(row["origins"])),
         created_at=row["created_at"],
         exit_url=row["exit_url"],
+        greeting=row["greeting"],
+        brand_colour=row["brand_colour"],
+    )
+
+
+def _invitation(row: sqlite3.Row) -> Invitation:
+    return Invitation(
+        id=row["id"],
+        role=row["role"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        used_at=row["used_at"],
+        revoked_at=row["revoked_at"],
+        volunteer_id=row["volunteer_id"],
     )
 
 
@@ -573,6 +620,159 @@ class Store:
         async with self._transaction() as tx:
             await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
+    # Account administration
+
+    async def set_volunteer_active(self, volunteer_id: int, active: bool) -> bool:
+        """Deactivate or reactivate an account; deactivating deletes its sessions.
+
+        Returns False when the account is unknown. Raises ``ValueError``, changing
+        nothing, when it would leave no active admin.
+        """
+        async with self._transaction() as tx:
+            if not active:
+                await self._check_other_admin(tx, volunteer_id)
+                await tx.execute(
+                    "DELETE FROM sessions WHERE volunteer_id = ?", (volunteer_id,)
+                )
+            cursor = await tx.execute(
+                "UPDATE volunteers SET active = ?, available = 0 WHERE id = ?",
+                (int(active), volunteer_id),
+            )
+            return cursor.rowcount == 1
+
+    async def set_volunteer_role(self, volunteer_id: int, role: str) -> bool:
+        """Change an account's role; returns False when the account is unknown.
+
+        Raises ``ValueError``, changing nothing, for an unknown role or when it
+        would leave no active admin.
+        """
+        if role not in ("volunteer", "supervisor", "admin"):
+            raise ValueError(f"Unknown role {role!r}.")
+        async with self._transaction() as tx:
+            if role != "admin":
+                await self._check_other_admin(tx, volunteer_id)
+            cursor = await tx.execute(
+                "UPDATE volunteers SET role = ? WHERE id = ?", (role, volunteer_id)
+            )
+            return cursor.rowcount == 1
+
+    @staticmethod
+    async def _check_other_admin(tx: _Tx, volunteer_id: int) -> None:
+        """Raise ``ValueError`` unless an active admin other than this one exists."""
+        row = await tx.fetchone(
+            "SELECT COUNT(*) FROM volunteers"
+            " WHERE role = 'admin' AND active = 1 AND id != ?",
+            (volunteer_id,),
+        )
+        target = await tx.fetchone(
+            "SELECT role, active FROM volunteers WHERE id = ?", (volunteer_id,)
+        )
+        is_admin = target is not None and target[0] == "admin" and target[1]
+        if is_admin and row is not None and int(row[0]) == 0:
+            raise ValueError(
+                "This is the last active admin account; make another account an"
+                " admin first."
+            )
+
+    # Invitations
+
+    async def add_invitation(
+        self, token_hash: str, role: str, created_by: int, expires_at: str
+    ) -> Invitation:
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO invitations"
+                " (token_hash, role, created_by, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_hash, role, created_by, utc_now(), expires_at),
+            )
+            invitation_id = int(cursor.lastrowid or 0)
+        invitation = await self.get_invitation(invitation_id)
+        if invitation is None:
+            raise StoreError("The new invitation was not found after inserting it.")
+        return invitation
+
+    async def get_invitation(self, invitation_id: int) -> Invitation | None:
+        row = await self._fetchone(
+            "SELECT * FROM invitations WHERE id = ?", (invitation_id,)
+        )
+        return _invitation(row) if row else None
+
+    async def get_open_invitation(self, token_hash: str) -> Invitation | None:
+        """Return the unused, unrevoked, unexpired invitation with this hash."""
+        row = await self._fetchone(
+            "SELECT * FROM invitations WHERE token_hash = ? AND used_at IS NULL"
+            " AND revoked_at IS NULL AND expires_at > ?",
+            (token_hash, utc_now()),
+        )
+        return _invitation(row) if row else None
+
+    async def list_pending_invitations(self) -> list[Invitation]:
+        """Return the invitations still usable, oldest first."""
+        rows = await self._fetchall(
+            "SELECT * FROM invitations WHERE used_at IS NULL AND revoked_at IS NULL"
+            " AND expires_at > ? ORDER BY id",
+            (utc_now(),),
+        )
+        return [_invitation(row) for row in rows]
+
+    async def revoke_invitation(self, invitation_id: int) -> bool:
+        """Revoke a usable invitation; False when unknown, used or revoked."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE invitations SET revoked_at = ?"
+                " WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL",
+                (utc_now(), invitation_id),
+            )
+            return cursor.rowcount == 1
+
+    async def accept_invitation(
+        self,
+        token_hash: str,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        capacity: int,
+    ) -> Volunteer | None:
+        """Use an invitation to create its account, in one transaction.
+
+        Returns None when the invitation is unknown, used, revoked or expired;
+        of two simultaneous uses, exactly one gets the account. Raises
+        ``ValueError``, leaving the invitation usable, when the username is taken.
+        """
+        try:
+            async with self._transaction() as tx:
+                row = await tx.fetchone(
+                    "UPDATE invitations SET used_at = ? WHERE token_hash = ?"
+                    " AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
+                    " RETURNING id, role",
+                    (utc_now(), token_hash, utc_now()),
+                )
+                if row is None:
+                    return None
+                cursor = await tx.execute(
+                    "INSERT INTO volunteers (username, display_name, password_hash,"
+                    " capacity, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        username,
+                        display_name,
+                        password_hash,
+                        capacity,
+                        row["role"],
+                        utc_now(),
+                    ),
+                )
+                volunteer_id = int(cursor.lastrowid or 0)
+                await tx.execute(
+                    "UPDATE invitations SET volunteer_id = ? WHERE id = ?",
+                    (volunteer_id, row["id"]),
+                )
+        except StoreError as error:
+            if isinstance(error.__cause__, sqlite3.IntegrityError):
+                raise ValueError(f"The username {username!r} is taken.") from None
+            raise
+        return await self.get_volunteer(volunteer_id)
+
     # Second factor
 
     async def set_totp(
@@ -651,6 +851,32 @@ class Store:
         if row is None:
             raise StoreError("The new site was not found after inserting it.")
         return _site(row)
+
+    async def update_site(
+        self,
+        site_id: int,
+        *,
+        name: str,
+        origins: list[str],
+        exit_url: str,
+        greeting: str,
+        brand_colour: str,
+    ) -> bool:
+        """Change a site's settings; returns False when the site is unknown."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE sites SET name = ?, origins = ?, exit_url = ?, greeting = ?,"
+                " brand_colour = ? WHERE id = ?",
+                (
+                    name,
+                    json.dumps(origins),
+                    exit_url,
+                    greeting,
+                    brand_colour,
+                    site_id,
+                ),
+            )
+            return cursor.rowcount == 1
 
     async def get_site_by_key(self, key: str) -> Site | None:
         row = await self._fetchone("SELECT * FROM sites WHERE key = ?", (key,))
