@@ -63,11 +63,12 @@ COMMON_PASSWORDS = frozenset(
         "supportline179",
     }
 )
-_KEYBOARD_ROWS = (
+# Runs people type without thinking: along the rows of a QWERTY keyboard (one
+# row into the next), down its columns, and through the alphabet.
+_KEYBOARD_RUNS = (
     "1234567890",
-    "qwertyuiop",
-    "asdfghjkl",
-    "zxcvbnm",
+    "qwertyuiopasdfghjklzxcvbnm",
+    "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
     "abcdefghijklmnopqrstuvwxyz",
 )
 
@@ -106,8 +107,8 @@ def check_new_password(password: str, *names: str) -> None:
 def _is_sequence(text: str) -> bool:
     """Return True when ``text`` is a run along a keyboard row or the alphabet,
     forwards or backwards, possibly repeated."""
-    for row in _KEYBOARD_ROWS:
-        for source in (row * 3, row[::-1] * 3):
+    for run in _KEYBOARD_RUNS:
+        for source in (run * 3, run[::-1] * 3):
             if text in source:
                 return True
     return False
