@@ -49,6 +49,12 @@ def render(
     )
 
 
+def _last_admin_text() -> str:
+    return _(
+        "This is the last active admin account; make another account an admin first."
+    )
+
+
 def path_id(request: Request) -> int | None:
     """Return the ``{id}`` path parameter as a positive integer, or None."""
     text = str(request.path_params.get("id", ""))
@@ -57,8 +63,9 @@ def path_id(request: Request) -> int | None:
     return int(text)
 
 
-def not_found(request: Request, staff: Staff, what: str) -> Response:
-    return render(request, staff, "admin_not_found.html", {"what": what}, 404)
+def not_found(request: Request, staff: Staff, message: str) -> Response:
+    """Return the 404 page for an unknown account, invitation or site."""
+    return render(request, staff, "admin_not_found.html", {"message": message}, 404)
 
 
 # Accounts
@@ -109,15 +116,19 @@ async def set_active(request: Request) -> Response:
     volunteer_id = path_id(request)
     active = form.get("active")
     if volunteer_id is None or active not in ("0", "1"):
-        return not_found(request, staff, _("account"))
+        return not_found(request, staff, _("This account does not exist."))
     store = staff.services.store
     try:
         changed = await store.set_volunteer_active(volunteer_id, active == "1")
-    except ValueError as error:
-        logger.info("admin %d: deactivation refused: last admin", staff.volunteer.id)
-        return await accounts_page(request, staff, str(error), 400)
+    except ValueError:
+        logger.info(
+            "admin %d: deactivating volunteer %d rejected: last active admin",
+            staff.volunteer.id,
+            volunteer_id,
+        )
+        return await accounts_page(request, staff, _last_admin_text(), 400)
     if not changed:
-        return not_found(request, staff, _("account"))
+        return not_found(request, staff, _("This account does not exist."))
     if active == "0":
         await staff.services.chat.sign_out(volunteer_id)
     action = "account.reactivate" if active == "1" else "account.deactivate"
@@ -135,15 +146,19 @@ async def set_role(request: Request) -> Response:
     volunteer_id = path_id(request)
     role = form.get("role", "")
     if volunteer_id is None or role not in ROLE_RANK:
-        return not_found(request, staff, _("account"))
+        return not_found(request, staff, _("This account does not exist."))
     store = staff.services.store
     try:
         changed = await store.set_volunteer_role(volunteer_id, role)
-    except ValueError as error:
-        logger.info("admin %d: role change refused: last admin", staff.volunteer.id)
-        return await accounts_page(request, staff, str(error), 400)
+    except ValueError:
+        logger.info(
+            "admin %d: role change of volunteer %d rejected: last active admin",
+            staff.volunteer.id,
+            volunteer_id,
+        )
+        return await accounts_page(request, staff, _last_admin_text(), 400)
     if not changed:
-        return not_found(request, staff, _("account"))
+        return not_found(request, staff, _("This account does not exist."))
     await store.record_audit(
         staff.volunteer.id, f"account.role.{role}", "volunteer", volunteer_id
     )
@@ -199,7 +214,9 @@ async def revoke_invitation(request: Request) -> Response:
     invitation_id = path_id(request)
     store = staff.services.store
     if invitation_id is None or not await store.revoke_invitation(invitation_id):
-        return not_found(request, staff, _("invitation"))
+        return not_found(
+            request, staff, _("This invitation does not exist or is no longer pending.")
+        )
     await store.record_audit(
         staff.volunteer.id, "invitation.revoke", "invitation", invitation_id
     )

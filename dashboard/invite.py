@@ -75,7 +75,8 @@ async def _open_invitation(
 
 
 async def invite_page(request: Request) -> Response:
-    """Show the account form of a usable invitation, or say the link is invalid."""
+    """Show the account form of a usable invitation, or a page stating that the
+    link is invalid."""
     services = get_services(request)
     found = await _open_invitation(request, services)
     if found is None:

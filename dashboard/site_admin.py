@@ -108,7 +108,7 @@ async def edit_site_page(request: Request) -> Response:
         return checked
     site = await _site_of(request, checked)
     if site is None:
-        return not_found(request, checked, _("site"))
+        return not_found(request, checked, _("This site does not exist."))
     return _form_page(request, checked, _fields_of(site), site)
 
 
@@ -120,7 +120,7 @@ async def update_site(request: Request) -> Response:
     staff, form = checked
     site = await _site_of(request, staff)
     if site is None:
-        return not_found(request, staff, _("site"))
+        return not_found(request, staff, _("This site does not exist."))
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, site, 400)
@@ -142,8 +142,8 @@ def csp_entries(public_url: str) -> dict[str, str]:
     """Return what a partner page's own CSP must allow for the snippets.
 
     The loader script comes from the relay (script-src) and opens the chat page
-    in an iframe (frame-src); the chat page's WebSocket runs inside that frame,
-    under the relay's CSP, so the partner page needs no connect-src entry.
+    in an iframe (frame-src). The chat page's WebSocket runs inside that frame
+    under the relay's own CSP, so the partner page needs no connect-src entry.
     """
     parts = urlsplit(public_url)
     origin = f"{parts.scheme}://{parts.netloc}"
@@ -157,7 +157,7 @@ async def embed_page(request: Request) -> Response:
         return checked
     site = await _site_of(request, checked)
     if site is None:
-        return not_found(request, checked, _("site"))
+        return not_found(request, checked, _("This site does not exist."))
     public_url = checked.services.settings.public_url.rstrip("/")
     response = render(
         request,
@@ -187,7 +187,7 @@ async def preview_page(request: Request) -> Response:
         return checked
     site = await _site_of(request, checked)
     if site is None:
-        return not_found(request, checked, _("site"))
+        return not_found(request, checked, _("This site does not exist."))
     origin = serving_origin(request, checked.services.settings)
     context: dict[str, Any] = {
         "site": site,

@@ -8,7 +8,7 @@ a full breached-password service.
 
 from __future__ import annotations
 
-from relay.auth import MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS
+from relay.auth import check_password_length
 
 # Lowercased. Each entry is at least 12 characters, because shorter ones fail
 # the length check first.
@@ -80,15 +80,7 @@ def check_new_password(password: str, *names: str) -> None:
     common passwords, runs of one character or of a keyboard row, and ones that
     contain any of ``names`` (the username or display name).
     """
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise ValueError(
-            f"The password has {len(password)} characters; use at least"
-            f" {MIN_PASSWORD_CHARS}."
-        )
-    if len(password) > MAX_PASSWORD_CHARS:
-        raise ValueError(
-            f"The password is longer than {MAX_PASSWORD_CHARS} characters."
-        )
+    check_password_length(password)
     folded = password.casefold()
     if folded in COMMON_PASSWORDS or folded.strip("!?.0123456789") in COMMON_PASSWORDS:
         raise ValueError(

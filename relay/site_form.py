@@ -18,8 +18,9 @@ NAME_MAX_CHARS = 100
 GREETING_MAX_CHARS = 300
 MAX_ORIGINS = 20
 ORIGINS_MAX_CHARS = 4000
-# WCAG 2.1 success criterion 1.4.3 asks for 4.5:1 between normal text and its
-# background; the brand colour is the background of white button text.
+# WCAG 2.1 success criterion 1.4.3 requires a contrast of at least 4.5:1 between
+# normal text and its background. The brand colour is the background of white
+# button text.
 MIN_CONTRAST = 4.5
 _COLOUR = re.compile(r"#[0-9a-f]{6}")
 
