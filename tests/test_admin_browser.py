@@ -100,7 +100,7 @@ def test_invitation_used_twice_at_once(
     fill_invitation(first, link, "nina")
     fill_invitation(second, link, "omar")
 
-    # Both forms go off before either answer arrives.
+    # Both forms are submitted before either response arrives.
     first.evaluate("document.querySelector('form').requestSubmit()")
     second.evaluate("document.querySelector('form').requestSubmit()")
     first.wait_for_load_state()

@@ -2,9 +2,9 @@
 
 ``POLICY`` declares each route of the app with the least role that may use it.
 The matrix test walks the app's routes, so a new route without an entry fails
-until it is declared here; then every role below the least one is tried and
-must be turned away with the one 403 answer (or, signed out, the redirect to
-the sign-in page for GET), which names nothing and changes nothing.
+until it is declared here. Every role below the least one is then tried. It
+must get the one 403 response, or the redirect to the sign-in page for a GET
+while signed out, which names nothing and changes nothing.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ async def test_forbidden_pairs_get_403(relay: RelayServer) -> None:
 
 
 def _forbidden_problem(role: str, method: str, response: httpx.Response) -> str:
-    """Return what is wrong with the answer to a forbidden request, or ""."""
+    """Return what is wrong with the response to a forbidden request, or ""."""
     if role == "anonymous" and method == "GET":
         if response.status_code != 303:
             return f"status {response.status_code}, expected 303"
