@@ -623,16 +623,23 @@ class Store:
     # Account administration
 
     async def set_volunteer_active(self, volunteer_id: int, active: bool) -> bool:
-        """Deactivate or reactivate an account; deactivating deletes its sessions.
+        """Deactivate or reactivate an account.
 
-        Returns False when the account is unknown. Raises ``ValueError``, changing
-        nothing, when it would leave no active admin.
+        Deactivating deletes the account's sessions and revokes the invitations
+        it created that are still unused. Returns False when the account is
+        unknown. Raises ``ValueError``, changing nothing, when it would leave no
+        active admin.
         """
         async with self._transaction() as tx:
             if not active:
                 await self._check_other_admin(tx, volunteer_id)
                 await tx.execute(
                     "DELETE FROM sessions WHERE volunteer_id = ?", (volunteer_id,)
+                )
+                await tx.execute(
+                    "UPDATE invitations SET revoked_at = ? WHERE created_by = ?"
+                    " AND used_at IS NULL AND revoked_at IS NULL",
+                    (utc_now(), volunteer_id),
                 )
             cursor = await tx.execute(
                 "UPDATE volunteers SET active = ?, available = 0 WHERE id = ?",

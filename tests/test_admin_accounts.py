@@ -422,3 +422,22 @@ async def test_audit_page_pages(relay: RelayServer) -> None:
         assert odd.status_code == 200
         assert "<script>" not in odd.text
     await admin.aclose()
+
+
+async def test_deactivated_admin_invitations_revoked(relay: RelayServer) -> None:
+    admin = await staff_client(relay, "ada", "admin")
+    path = await invite(admin)
+    other = await staff_client(relay, "bea", "admin")
+    page = await other.get("/dashboard/admin/accounts")
+    account = re.search(r'id="account-(\d+)">\s*<td>ada', page.text)
+    assert account is not None
+    answer = await other.post(
+        f"/dashboard/admin/accounts/{account.group(1)}/active",
+        data={"active": "0", "csrf_token": csrf_of(page)},
+    )
+    assert answer.status_code == 303
+    async with httpx.AsyncClient(base_url=relay.base_url) as guest:
+        assert (await guest.get(path)).status_code == 404
+    assert (await admin.get("/dashboard/admin/accounts")).status_code == 303
+    await admin.aclose()
+    await other.aclose()
