@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import two_factor
+from dashboard import admin, invite, site_admin, two_factor
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -44,6 +44,7 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
+            "is_admin": volunteer.role == "admin",
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -210,6 +211,9 @@ routes: list[BaseRoute] = [
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     *two_factor.routes,
+    *admin.routes,
+    *site_admin.routes,
+    *invite.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from dashboard.access import staff_request
 from dashboard.common import (
     login_page,
     page_headers,
     read_form,
     set_private_cookie,
-    signed_in_volunteer,
     start_session,
     templates,
 )
@@ -89,10 +89,11 @@ async def ask_for_code(
 
 async def enrol(request: Request) -> Response:
     """Start optional TOTP enrolment for a signed-in volunteer."""
-    services = get_services(request)
-    volunteer, _ = await signed_in_volunteer(request)
-    if volunteer is None:
-        return login_page(request, services, None)
+    staff = await staff_request(request, "volunteer")
+    if isinstance(staff, Response):
+        return staff
+    volunteer = staff.volunteer
+    services = staff.services
     pending = {
         "volunteer": volunteer.id,
         "nonce": secrets.token_urlsafe(16),

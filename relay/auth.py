@@ -32,6 +32,12 @@ MAX_PASSWORD_CHARS = 1024
 
 def hash_password(password: str) -> str:
     """Hash a password with argon2id; raises ``ValueError`` for a weak one."""
+    check_password_length(password)
+    return _hasher.hash(password)
+
+
+def check_password_length(password: str) -> None:
+    """Raise ``ValueError`` unless the password has an allowed length."""
     if len(password) < MIN_PASSWORD_CHARS:
         raise ValueError(
             f"The password has {len(password)} characters; use at least"
@@ -41,7 +47,6 @@ def hash_password(password: str) -> str:
         raise ValueError(
             f"The password is longer than {MAX_PASSWORD_CHARS} characters."
         )
-    return _hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:

@@ -17,6 +17,7 @@ from relay import auth, collector
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
+from relay.passwords import check_new_password
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
 from relay.sites import (
@@ -88,6 +89,8 @@ async def volunteer_add(settings: Settings, args: argparse.Namespace) -> None:
     display_name = check_name(args.display_name, "display name", DISPLAY_NAME_MAX_CHARS)
     password = _read_password(args.password_stdin)
     try:
+        if args.role == "admin":
+            check_new_password(password, username, display_name)
         password_hash = auth.hash_password(password)
     except ValueError as error:
         raise CommandError(str(error)) from None
@@ -103,6 +106,14 @@ async def volunteer_add(settings: Settings, args: argparse.Namespace) -> None:
     _write(
         f"Added volunteer {volunteer.username} (shown to visitors as {display_name})."
     )
+
+
+async def admin_add(settings: Settings, args: argparse.Namespace) -> None:
+    """Add an admin account: the first one, or one more when all are locked out."""
+    args.role = "admin"
+    await volunteer_add(settings, args)
+    _write("Admins set up two-factor sign-in with an authenticator app at their first")
+    _write(f"sign-in at {settings.public_url}/dashboard.")
 
 
 async def volunteer_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -324,6 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     volunteer_commands.add_parser("list", help="list volunteers")
 
+    admin = commands.add_parser("admin", help="manage admin accounts")
+    admin_commands = admin.add_subparsers(dest="action", required=True)
+    admin_add_parser = admin_commands.add_parser(
+        "add", help="add an admin, who then invites everyone else from the dashboard"
+    )
+    admin_add_parser.add_argument("username", help="sign-in name")
+    admin_add_parser.add_argument(
+        "--display-name", required=True, help="name shown to other staff and visitors"
+    )
+    admin_add_parser.add_argument(
+        "--capacity",
+        type=int,
+        choices=range(1, 21),
+        metavar="N",
+        default=None,
+        help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
+    )
+    admin_add_parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+
     site = commands.add_parser("site", help="manage partner sites")
     site_commands = site.add_subparsers(dest="action", required=True)
     site_add_parser = site_commands.add_parser("add", help="add a partner site")
@@ -386,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         ("volunteer", "add"): volunteer_add,
         ("volunteer", "list"): volunteer_list,
+        ("admin", "add"): admin_add,
         ("site", "add"): site_add,
         ("site", "list"): site_list,
     }

@@ -63,6 +63,7 @@ class Settings:
     ws_ping_seconds: float = 20.0
     log_format: str = "text"
     metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    invite_hours: int = 72
 
     @property
     def public_origin(self) -> str:
@@ -317,6 +318,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "VSO_BLOCK_SECONDS" in env:
         values["block_seconds"] = _parse_int(
             "VSO_BLOCK_SECONDS", env["VSO_BLOCK_SECONDS"], 60, 7 * 86400
+        )
+    if "VSO_INVITE_HOURS" in env:
+        values["invite_hours"] = _parse_int(
+            "VSO_INVITE_HOURS", env["VSO_INVITE_HOURS"], 1, 30 * 24
         )
     database = values.get("database", Settings.database)
     database_path = Path(str(database))

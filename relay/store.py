@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,36 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE sessions ADD COLUMN last_seen_at TEXT;
     """,
+    # The audit log of administrative and supervisory actions. Only
+    # ``record_audit`` writes it, and nothing updates or deletes its rows.
+    """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        actor_id INTEGER NOT NULL,
+        actor_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_id TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_action ON audit_log (action, id);
+    """,
+    # Invitations to new staff accounts, and each site's greeting and colour.
+    """
+    CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('volunteer', 'supervisor', 'admin')),
+        created_by INTEGER NOT NULL REFERENCES volunteers(id),
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT,
+        revoked_at TEXT,
+        volunteer_id INTEGER REFERENCES volunteers(id)
+    );
+    ALTER TABLE sites ADD COLUMN greeting TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sites ADD COLUMN brand_colour TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -182,6 +213,22 @@ class Site:
     origins: tuple[str, ...]
     created_at: str
     exit_url: str
+    # Shown to visitors above the start button; empty for the standard text.
+    greeting: str = ""
+    # The site's colour as #rrggbb; empty for the relay's own colour.
+    brand_colour: str = ""
+
+
+@dataclass(frozen=True)
+class Invitation:
+    id: int
+    role: str
+    created_by: int
+    created_at: str
+    expires_at: str
+    used_at: str | None
+    revoked_at: str | None
+    volunteer_id: int | None
 
 
 @dataclass(frozen=True)
@@ -214,6 +261,28 @@ class Message:
     volunteer_id: int | None = None
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One administrative or supervisory action: who, what, when and on what."""
+
+    id: int
+    created_at: str
+    actor_id: int
+    # The actor's display name when they acted; a later rename leaves it.
+    actor_name: str
+    action: str
+    target_kind: str
+    target_id: str
+
+
+# Audit entries hold names and ids only, never free text: these patterns keep
+# a message, a password or a token from being passed in by mistake.
+_AUDIT_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
+_AUDIT_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_AUDIT_TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}")
+AUDIT_PAGE_MAX = 200
+
+
 def _volunteer(row: sqlite3.Row) -> Volunteer:
     return Volunteer(
         id=row["id"],
@@ -236,6 +305,33 @@ def _site(row: sqlite3.Row) -> Site:
         origins=tuple(json.loads(row["origins"])),
         created_at=row["created_at"],
         exit_url=row["exit_url"],
+        greeting=row["greeting"],
+        brand_colour=row["brand_colour"],
+    )
+
+
+def _invitation(row: sqlite3.Row) -> Invitation:
+    return Invitation(
+        id=row["id"],
+        role=row["role"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        used_at=row["used_at"],
+        revoked_at=row["revoked_at"],
+        volunteer_id=row["volunteer_id"],
+    )
+
+
+def _audit_entry(row: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        created_at=row["created_at"],
+        actor_id=row["actor_id"],
+        actor_name=row["actor_name"],
+        action=row["action"],
+        target_kind=row["target_kind"],
+        target_id=row["target_id"],
     )
 
 
@@ -524,6 +620,166 @@ class Store:
         async with self._transaction() as tx:
             await tx.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
+    # Account administration
+
+    async def set_volunteer_active(self, volunteer_id: int, active: bool) -> bool:
+        """Deactivate or reactivate an account.
+
+        Deactivating deletes the account's sessions and revokes the invitations
+        it created that are still unused. Returns False when the account is
+        unknown. Raises ``ValueError``, changing nothing, when it would leave no
+        active admin.
+        """
+        async with self._transaction() as tx:
+            if not active:
+                await self._check_other_admin(tx, volunteer_id)
+                await tx.execute(
+                    "DELETE FROM sessions WHERE volunteer_id = ?", (volunteer_id,)
+                )
+                await tx.execute(
+                    "UPDATE invitations SET revoked_at = ? WHERE created_by = ?"
+                    " AND used_at IS NULL AND revoked_at IS NULL",
+                    (utc_now(), volunteer_id),
+                )
+            cursor = await tx.execute(
+                "UPDATE volunteers SET active = ?, available = 0 WHERE id = ?",
+                (int(active), volunteer_id),
+            )
+            return cursor.rowcount == 1
+
+    async def set_volunteer_role(self, volunteer_id: int, role: str) -> bool:
+        """Change an account's role; returns False when the account is unknown.
+
+        Raises ``ValueError``, changing nothing, for an unknown role or when it
+        would leave no active admin.
+        """
+        if role not in ("volunteer", "supervisor", "admin"):
+            raise ValueError(f"Unknown role {role!r}.")
+        async with self._transaction() as tx:
+            if role != "admin":
+                await self._check_other_admin(tx, volunteer_id)
+            cursor = await tx.execute(
+                "UPDATE volunteers SET role = ? WHERE id = ?", (role, volunteer_id)
+            )
+            return cursor.rowcount == 1
+
+    @staticmethod
+    async def _check_other_admin(tx: _Tx, volunteer_id: int) -> None:
+        """Raise ``ValueError`` unless an active admin other than this one exists."""
+        row = await tx.fetchone(
+            "SELECT COUNT(*) FROM volunteers"
+            " WHERE role = 'admin' AND active = 1 AND id != ?",
+            (volunteer_id,),
+        )
+        target = await tx.fetchone(
+            "SELECT role, active FROM volunteers WHERE id = ?", (volunteer_id,)
+        )
+        is_admin = target is not None and target[0] == "admin" and target[1]
+        if is_admin and row is not None and int(row[0]) == 0:
+            raise ValueError(
+                "This is the last active admin account; make another account an"
+                " admin first."
+            )
+
+    # Invitations
+
+    async def add_invitation(
+        self, token_hash: str, role: str, created_by: int, expires_at: str
+    ) -> Invitation:
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO invitations"
+                " (token_hash, role, created_by, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_hash, role, created_by, utc_now(), expires_at),
+            )
+            invitation_id = int(cursor.lastrowid or 0)
+        invitation = await self.get_invitation(invitation_id)
+        if invitation is None:
+            raise StoreError("The new invitation was not found after inserting it.")
+        return invitation
+
+    async def get_invitation(self, invitation_id: int) -> Invitation | None:
+        row = await self._fetchone(
+            "SELECT * FROM invitations WHERE id = ?", (invitation_id,)
+        )
+        return _invitation(row) if row else None
+
+    async def get_open_invitation(self, token_hash: str) -> Invitation | None:
+        """Return the unused, unrevoked, unexpired invitation with this hash."""
+        row = await self._fetchone(
+            "SELECT * FROM invitations WHERE token_hash = ? AND used_at IS NULL"
+            " AND revoked_at IS NULL AND expires_at > ?",
+            (token_hash, utc_now()),
+        )
+        return _invitation(row) if row else None
+
+    async def list_pending_invitations(self) -> list[Invitation]:
+        """Return the invitations still usable, oldest first."""
+        rows = await self._fetchall(
+            "SELECT * FROM invitations WHERE used_at IS NULL AND revoked_at IS NULL"
+            " AND expires_at > ? ORDER BY id",
+            (utc_now(),),
+        )
+        return [_invitation(row) for row in rows]
+
+    async def revoke_invitation(self, invitation_id: int) -> bool:
+        """Revoke a usable invitation; False when unknown, used or revoked."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE invitations SET revoked_at = ?"
+                " WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL",
+                (utc_now(), invitation_id),
+            )
+            return cursor.rowcount == 1
+
+    async def accept_invitation(
+        self,
+        token_hash: str,
+        username: str,
+        display_name: str,
+        password_hash: str,
+        capacity: int,
+    ) -> Volunteer | None:
+        """Use an invitation to create its account, in one transaction.
+
+        Returns None when the invitation is unknown, used, revoked or expired;
+        of two simultaneous uses, exactly one gets the account. Raises
+        ``ValueError``, leaving the invitation usable, when the username is taken.
+        """
+        try:
+            async with self._transaction() as tx:
+                row = await tx.fetchone(
+                    "UPDATE invitations SET used_at = ? WHERE token_hash = ?"
+                    " AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?"
+                    " RETURNING id, role",
+                    (utc_now(), token_hash, utc_now()),
+                )
+                if row is None:
+                    return None
+                cursor = await tx.execute(
+                    "INSERT INTO volunteers (username, display_name, password_hash,"
+                    " capacity, role, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        username,
+                        display_name,
+                        password_hash,
+                        capacity,
+                        row["role"],
+                        utc_now(),
+                    ),
+                )
+                volunteer_id = int(cursor.lastrowid or 0)
+                await tx.execute(
+                    "UPDATE invitations SET volunteer_id = ? WHERE id = ?",
+                    (volunteer_id, row["id"]),
+                )
+        except StoreError as error:
+            if isinstance(error.__cause__, sqlite3.IntegrityError):
+                raise ValueError(f"The username {username!r} is taken.") from None
+            raise
+        return await self.get_volunteer(volunteer_id)
+
     # Second factor
 
     async def set_totp(
@@ -602,6 +858,32 @@ class Store:
         if row is None:
             raise StoreError("The new site was not found after inserting it.")
         return _site(row)
+
+    async def update_site(
+        self,
+        site_id: int,
+        *,
+        name: str,
+        origins: list[str],
+        exit_url: str,
+        greeting: str,
+        brand_colour: str,
+    ) -> bool:
+        """Change a site's settings; returns False when the site is unknown."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE sites SET name = ?, origins = ?, exit_url = ?, greeting = ?,"
+                " brand_colour = ? WHERE id = ?",
+                (
+                    name,
+                    json.dumps(origins),
+                    exit_url,
+                    greeting,
+                    brand_colour,
+                    site_id,
+                ),
+            )
+            return cursor.rowcount == 1
 
     async def get_site_by_key(self, key: str) -> Site | None:
         row = await self._fetchone("SELECT * FROM sites WHERE key = ?", (key,))
@@ -954,6 +1236,73 @@ class Store:
                     (sealed, volunteer_id),
                 )
         return len(rows)
+
+    # Audit log
+
+    async def record_audit(
+        self, actor_id: int, action: str, target_kind: str, target_id: int | str
+    ) -> AuditEntry:
+        """Append an entry to the audit log, with the actor's current display name.
+
+        ``action`` is a dotted lowercase name such as ``site.update``,
+        ``target_kind`` a lowercase word such as ``site`` and ``target_id`` an
+        integer or an id of letters, digits, ``-`` and ``_``. Raises
+        ``ValueError`` for anything else or an unknown actor, so that no free
+        text reaches the log.
+        """
+        if not _AUDIT_ACTION.fullmatch(action):
+            raise ValueError(f"Invalid audit action {action!r}; use e.g. site.update.")
+        if not _AUDIT_KIND.fullmatch(target_kind):
+            raise ValueError(f"Invalid audit target kind {target_kind!r}.")
+        target = str(target_id)
+        if isinstance(target_id, bool) or not _AUDIT_TARGET.fullmatch(target):
+            raise ValueError("Invalid audit target id; use an integer or a short id.")
+        async with self._transaction() as tx:
+            actor = await tx.fetchone(
+                "SELECT display_name FROM volunteers WHERE id = ?", (actor_id,)
+            )
+            if actor is None:
+                raise ValueError(f"Unknown audit actor {actor_id}.")
+            cursor = await tx.execute(
+                "INSERT INTO audit_log"
+                " (created_at, actor_id, actor_name, action, target_kind, target_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (utc_now(), actor_id, actor[0], action, target_kind, target),
+            )
+            entry_id = int(cursor.lastrowid or 0)
+        row = await self._fetchone("SELECT * FROM audit_log WHERE id = ?", (entry_id,))
+        if row is None:
+            raise StoreError("The new audit entry was not found after inserting it.")
+        return _audit_entry(row)
+
+    async def list_audit(
+        self, action: str | None = None, before_id: int | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """Return up to ``limit`` audit entries, newest first.
+
+        ``action`` keeps only entries of that action; ``before_id`` keeps only
+        entries older than that id, for the next page.
+        """
+        limit = max(1, min(limit, AUDIT_PAGE_MAX))
+        clauses = []
+        params: list[Any] = []
+        if action is not None:
+            clauses.append("action = ?")
+            params.append(action)
+        if before_id is not None:
+            clauses.append("id < ?")
+            params.append(before_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._fetchall(
+            f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_audit_entry(row) for row in rows]
+
+    async def audit_actions(self) -> list[str]:
+        """Return the distinct actions in the audit log, sorted."""
+        rows = await self._fetchall("SELECT DISTINCT action FROM audit_log ORDER BY 1")
+        return [row[0] for row in rows]
 
     # Deletion and retention
 

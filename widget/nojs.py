@@ -28,6 +28,7 @@ from relay.protocol import ProtocolError
 from relay.services import Services, get_services
 from relay.settings import ws_origin
 from relay.store import Conversation, Site
+from widget.brand import brand_css_url
 
 logger = logging.getLogger("widget.nojs")
 
@@ -124,6 +125,8 @@ async def render_chat(
     context: dict[str, Any] = {
         "site_name": site.name,
         "site_key": site.key,
+        "greeting": site.greeting,
+        "brand_css_url": brand_css_url(site),
         "ws_url": f"{ws_origin(origin)}/chat/ws?site={site.key}",
         "emergency_number": EMERGENCY_NUMBER,
         "lang": "en",

@@ -27,7 +27,7 @@ from relay.services import Services, get_services
 from relay.sites import DEFAULT_EXIT_URL, inline_snippet
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
-from widget import nojs
+from widget import brand, nojs
 
 logger = logging.getLogger("widget")
 
@@ -289,6 +289,7 @@ routes: list[BaseRoute] = [
     Route("/chat/session", nojs.remember, methods=["POST"]),
     WebSocketRoute("/chat/ws", chat_socket),
     Route("/widget/loader.js", loader_script, methods=["GET"]),
+    Route("/widget/site.css", brand.site_stylesheet, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),
     Mount(STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="widget_static"),
 ]
