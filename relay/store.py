@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ import aiosqlite
 
 from relay.crypto import PREFIX as SEALED_PREFIX
 from relay.crypto import DataCipher, DecryptionError
+from relay.hours import Interval, Schedule
 
 logger = logging.getLogger("relay.store")
 
@@ -146,6 +147,28 @@ MIGRATIONS: tuple[str, ...] = (
         blocked_by INTEGER REFERENCES volunteers(id)
     );
     CREATE INDEX inbox_by_state ON inbox (state, updated_at);
+    """,
+    # Opening hours: a site with a row in site_hours keeps the hours listed in
+    # opening_hours (local minutes since midnight, Monday = 0) in its zone.
+    """
+    CREATE TABLE site_hours (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        time_zone TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE opening_hours (
+        site_id INTEGER NOT NULL REFERENCES site_hours(site_id) ON DELETE CASCADE,
+        weekday INTEGER NOT NULL CHECK (weekday BETWEEN 0 AND 6),
+        opens INTEGER NOT NULL CHECK (opens BETWEEN 0 AND 1439),
+        closes INTEGER NOT NULL CHECK (closes BETWEEN 1 AND 1440),
+        CHECK (opens < closes),
+        PRIMARY KEY (site_id, weekday, opens)
+    );
+    CREATE TABLE closed_dates (
+        site_id INTEGER NOT NULL REFERENCES site_hours(site_id) ON DELETE CASCADE,
+        day TEXT NOT NULL,
+        PRIMARY KEY (site_id, day)
+    );
     """,
 )
 
@@ -707,6 +730,50 @@ class Store:
         rows = await self._fetchall("SELECT * FROM sites ORDER BY id")
         return [_site(row) for row in rows]
 
+    async def get_site_schedule(self, site_id: int) -> Schedule | None:
+        """Return a site's opening hours, or None when it is open at all hours."""
+        row = await self._fetchone(
+            "SELECT time_zone FROM site_hours WHERE site_id = ?", (site_id,)
+        )
+        if row is None:
+            return None
+        intervals = await self._fetchall(
+            "SELECT weekday, opens, closes FROM opening_hours WHERE site_id = ?"
+            " ORDER BY weekday, opens",
+            (site_id,),
+        )
+        days = await self._fetchall(
+            "SELECT day FROM closed_dates WHERE site_id = ? ORDER BY day", (site_id,)
+        )
+        return Schedule(
+            time_zone=row["time_zone"],
+            intervals=tuple(Interval(*interval) for interval in intervals),
+            closed_dates=tuple(date.fromisoformat(day[0]) for day in days),
+        )
+
+    async def set_site_schedule(self, site_id: int, schedule: Schedule | None) -> None:
+        """Replace a site's opening hours; None makes it open at all hours."""
+        async with self._transaction() as tx:
+            await tx.execute("DELETE FROM site_hours WHERE site_id = ?", (site_id,))
+            if schedule is None:
+                return
+            await tx.execute(
+                "INSERT INTO site_hours (site_id, time_zone, updated_at)"
+                " VALUES (?, ?, ?)",
+                (site_id, schedule.time_zone, utc_now()),
+            )
+            for interval in schedule.intervals:
+                await tx.execute(
+                    "INSERT INTO opening_hours (site_id, weekday, opens, closes)"
+                    " VALUES (?, ?, ?, ?)",
+                    (site_id, interval.weekday, interval.opens, interval.closes),
+                )
+            for day in schedule.closed_dates:
+                await tx.execute(
+                    "INSERT INTO closed_dates (site_id, day) VALUES (?, ?)",
+                    (site_id, day.isoformat()),
+                )
+
     # Conversations
 
     async def create_conversation(
@@ -1056,9 +1123,9 @@ class Store:
 
         def work(db: sqlite3.Connection) -> Message:
             now = utc_now()
-            # Inbox conversations never enter the chat queue; the token hash
-            # only fills the NOT NULL UNIQUE column with a value that no
-            # SHA-256 hex digest of a chat token can equal.
+            # Inbox conversations never enter the chat queue. Their token hash
+            # only fills the NOT NULL UNIQUE column, with a value that cannot
+            # equal the SHA-256 hex digest of any chat token.
             db.execute(
                 "INSERT INTO conversations (id, site_id, channel, status,"
                 " token_hash, queue_key, created_at)"
@@ -1093,7 +1160,7 @@ class Store:
     ) -> tuple[Message, bool]:
         """Store the visitor's (or e-mail sender's) next message.
 
-        The conversation goes back to 'claimed' when a volunteer holds it, else
+        The conversation goes back to 'claimed' when a volunteer claimed it, else
         to 'waiting'; a closed one opens again. Returns the message and True,
         or the message stored earlier with the same ``client_id`` and False.
         Raises ``ConversationClosedError`` for an unknown conversation,
@@ -1186,9 +1253,9 @@ class Store:
     ) -> bool:
         """Claim an open conversation for a volunteer.
 
-        Returns True when the volunteer holds the claim afterwards. Without
+        Returns True when the claim is the volunteer's afterwards. Without
         ``take_over`` only an unclaimed conversation (or one the volunteer
-        already holds) can be claimed, and the condition in the UPDATE makes
+        already claimed) can be claimed, and the condition in the UPDATE makes
         exactly one of two simultaneous claims win, even from two processes.
         With ``take_over`` the claim moves from whoever held it. A closed or
         unknown conversation returns False.

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.anyio
 
 SECRET_TEXT = "my neighbour broke the window again"
 SECRET_ADDRESS = "hidden.mailbox@example.org"
+INBOX_ALL = ("waiting", "claimed", "answered", "closed")
 
 
 @pytest.fixture
@@ -340,9 +341,6 @@ async def test_inbox_list_by_state_and_site(store: Store) -> None:
     assert counts == {"waiting": 2, "claimed": 1, "answered": 0, "closed": 1}
     with pytest.raises(ValueError, match="Unknown inbox states"):
         await store.list_inbox(["open"])
-
-
-INBOX_ALL = ("waiting", "claimed", "answered", "closed")
 
 
 async def test_inbox_delete_keeps_count(store: Store) -> None:
