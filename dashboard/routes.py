@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import two_factor
+from dashboard import hours, inbox, two_factor
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -207,6 +207,8 @@ routes: list[BaseRoute] = [
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     *two_factor.routes,
+    *inbox.routes,
+    *hours.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(
