@@ -34,7 +34,7 @@ def record_dialogs(page: Page) -> list[str]:
 
 def leave_message(page: Page, text: str) -> str:
     """Fill in and send the visible message form; return the reply code."""
-    page.get_by_label("Your message").fill(text)
+    page.get_by_label("What would you like to tell us?").fill(text)
     page.get_by_role("button", name="Leave this message").click()
     expect(page.get_by_role("heading", name="Your message was sent")).to_be_visible()
     code = page.locator("#reply-code").inner_text()
@@ -139,7 +139,7 @@ def test_waiting_visitor_text_carried_over_with_scripts(
 
     volunteer.get_by_role("switch", name="Available").uncheck()
 
-    message = visitor.get_by_label("Your message")
+    message = visitor.get_by_label("What would you like to tell us?")
     expect(message).to_be_visible()
     expect(message).to_have_value("My ex is outside.\n\nWhat should I do?")
     code = leave_message(visitor, "My ex is outside.\n\nWhat should I do?")
@@ -168,7 +168,7 @@ def test_waiting_visitor_text_carried_over_without_scripts(
 
     visitor.get_by_role("button", name="Leave a message instead").click()
 
-    message = visitor.get_by_label("Your message")
+    message = visitor.get_by_label("What would you like to tell us?")
     expect(message).to_have_value("My ex is outside.\n\nWhat should I do?")
     leave_message(visitor, message.input_value())
     visitor.goto(f"{relay.base_url}/chat?site=demo")
@@ -196,4 +196,6 @@ def test_offline_page_reloaded_without_scripts_prefills(
 
     visitor.reload()
 
-    expect(visitor.get_by_label("Your message")).to_have_value("Are you there?")
+    expect(visitor.get_by_label("What would you like to tell us?")).to_have_value(
+        "Are you there?"
+    )
