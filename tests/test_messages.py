@@ -412,3 +412,17 @@ async def test_replies_forged_forms_rejected(client: httpx.AsyncClient) -> None:
     assert ">kept draft</textarea>" in forged.text
     assert cross_site.status_code == 403
     assert expired.status_code == 400
+
+
+async def test_hostile_address_and_code_escaped(client: httpx.AsyncClient) -> None:
+    address = '"><script>alert(1)</script>@x.org'
+    bad_address = await leave(client, "Text", address)
+    bad_code = await open_code(client, HOSTILE)
+
+    assert bad_address.status_code == 400
+    assert "<script>alert(1)" not in bad_address.text
+    kept = re.search(r'name="notify_address" value="([^"]*)"', bad_address.text)
+    assert kept is not None
+    assert html.unescape(kept.group(1)) == address
+    assert bad_code.status_code == 404
+    assert "<script>" not in bad_code.text
