@@ -27,6 +27,7 @@ from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
 from relay.hub import LocalHub
+from relay.inbox import InboxService
 from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
@@ -121,6 +122,9 @@ def create_app(settings: Settings) -> Starlette:
             nojs=NoScriptVisitors(
                 chat, settings.secret_key, settings.max_message_chars
             ),
+            inbox=InboxService(
+                store, chat, settings.secret_key, max_chars=settings.max_message_chars
+            ),
         )
         purges = asyncio.create_task(
             run_purges(store, settings.retention_days, settings.purge_interval_seconds),
@@ -143,6 +147,7 @@ def create_app(settings: Settings) -> Starlette:
                 logger.info("closing %d connections", count)
             hub.close_all(protocol.CLOSE_SERVICE_RESTART)
             await chat.stop()
+            await app.state.services.inbox.stop()
             await store.close()
             logger.info("relay stopped")
 

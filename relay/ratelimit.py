@@ -65,6 +65,12 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         return allowed
 
+    def has_token(self, key: str) -> bool:
+        """Return True when ``allow(key)`` would succeed now, taking nothing."""
+        tokens, updated = self._buckets.get(key, (float(self.burst), self._clock()))
+        elapsed = self._clock() - updated
+        return min(float(self.burst), tokens + elapsed / self.per_seconds) >= 1.0
+
     def clear(self) -> None:
         self._buckets.clear()
 

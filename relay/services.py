@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from relay.auth import Signer
 from relay.conversations import ChatService
 from relay.hub import Hub
+from relay.inbox import InboxService
 from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
 from relay.settings import Settings
@@ -26,6 +27,7 @@ class Services:
     signer: Signer
     guard: Guard
     nojs: NoScriptVisitors
+    inbox: InboxService
 
 
 def get_services(connection: HTTPConnection) -> Services:

@@ -19,20 +19,23 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from relay.crypto import PREFIX as SEALED_PREFIX
 from relay.crypto import DataCipher, DecryptionError
+from relay.hours import Interval, Schedule
 
 logger = logging.getLogger("relay.store")
+
+T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 # Checkpoints copy the WAL into the database file and sync it to disk, which
@@ -158,6 +161,46 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sites ADD COLUMN greeting TEXT NOT NULL DEFAULT '';
     ALTER TABLE sites ADD COLUMN brand_colour TEXT NOT NULL DEFAULT '';
     """,
+    # Message and e-mail conversations: their inbox state, who claimed them,
+    # the visitor's reply code (a keyed hash) and notification address (sealed).
+    """
+    CREATE TABLE inbox (
+        conversation_id TEXT PRIMARY KEY
+            REFERENCES conversations(id) ON DELETE CASCADE,
+        state TEXT NOT NULL
+            CHECK (state IN ('waiting', 'claimed', 'answered', 'closed')),
+        claimed_by INTEGER REFERENCES volunteers(id),
+        claimed_at TEXT,
+        updated_at TEXT NOT NULL,
+        reply_code_hash TEXT UNIQUE,
+        notify_address TEXT,
+        blocked_at TEXT,
+        blocked_by INTEGER REFERENCES volunteers(id)
+    );
+    CREATE INDEX inbox_by_state ON inbox (state, updated_at);
+    """,
+    # Opening hours: a site with a row in site_hours keeps the hours listed in
+    # opening_hours (local minutes since midnight, Monday = 0) in its zone.
+    """
+    CREATE TABLE site_hours (
+        site_id INTEGER PRIMARY KEY REFERENCES sites(id) ON DELETE CASCADE,
+        time_zone TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE opening_hours (
+        site_id INTEGER NOT NULL REFERENCES site_hours(site_id) ON DELETE CASCADE,
+        weekday INTEGER NOT NULL CHECK (weekday BETWEEN 0 AND 6),
+        opens INTEGER NOT NULL CHECK (opens BETWEEN 0 AND 1439),
+        closes INTEGER NOT NULL CHECK (closes BETWEEN 1 AND 1440),
+        CHECK (opens < closes),
+        PRIMARY KEY (site_id, weekday, opens)
+    );
+    CREATE TABLE closed_dates (
+        site_id INTEGER NOT NULL REFERENCES site_hours(site_id) ON DELETE CASCADE,
+        day TEXT NOT NULL,
+        PRIMARY KEY (site_id, day)
+    );
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -190,6 +233,20 @@ class StoreError(Exception):
 
 class ConversationClosedError(Exception):
     """The conversation has ended, so it takes no more messages."""
+
+
+class ConversationBlockedError(Exception):
+    """A volunteer blocked the conversation's reply code, so it takes no more
+    messages from the visitor."""
+
+
+class ClaimedByOtherError(Exception):
+    """Another volunteer claimed the conversation; ``claimed_by`` is their id."""
+
+    def __init__(self, conversation_id: str, claimed_by: int) -> None:
+        super().__init__(f"{conversation_id} is claimed by volunteer {claimed_by}")
+        self.conversation_id = conversation_id
+        self.claimed_by = claimed_by
 
 
 @dataclass(frozen=True)
@@ -243,6 +300,8 @@ class Conversation:
     assigned_at: str | None
     ended_at: str | None
     end_reason: str | None
+    # 'chat', 'message' (left on the chat page) or 'email'.
+    channel: str = "chat"
 
     @property
     def is_open(self) -> bool:
@@ -281,6 +340,27 @@ _AUDIT_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
 _AUDIT_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _AUDIT_TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}")
 AUDIT_PAGE_MAX = 200
+INBOX_CHANNELS = ("message", "email")
+INBOX_STATES = ("waiting", "claimed", "answered", "closed")
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """A message or e-mail conversation as the volunteer inbox lists it."""
+
+    conversation_id: str
+    site_id: int
+    channel: str
+    state: str
+    claimed_by: int | None
+    # The claiming volunteer's display name, for "claimed by" labels.
+    claimed_by_name: str | None
+    claimed_at: str | None
+    created_at: str
+    updated_at: str
+    last_seq: int
+    has_notify_address: bool
+    blocked: bool
 
 
 def _volunteer(row: sqlite3.Row) -> Volunteer:
@@ -347,7 +427,40 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         assigned_at=row["assigned_at"],
         ended_at=row["ended_at"],
         end_reason=row["end_reason"],
+        channel=row["channel"],
     )
+
+
+# Every inbox column that ``_inbox_entry`` reads, joined to its conversation.
+_INBOX_SELECT = (
+    "SELECT inbox.*, conversations.site_id, conversations.channel,"
+    " conversations.created_at, conversations.last_seq,"
+    " volunteers.display_name AS claimed_by_name FROM inbox"
+    " JOIN conversations ON conversations.id = inbox.conversation_id"
+    " LEFT JOIN volunteers ON volunteers.id = inbox.claimed_by"
+)
+
+
+def _inbox_entry(row: sqlite3.Row) -> InboxEntry:
+    return InboxEntry(
+        conversation_id=row["conversation_id"],
+        site_id=row["site_id"],
+        channel=row["channel"],
+        state=row["state"],
+        claimed_by=row["claimed_by"],
+        claimed_by_name=row["claimed_by_name"],
+        claimed_at=row["claimed_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_seq=row["last_seq"],
+        has_notify_address=row["notify_address"] is not None,
+        blocked=row["blocked_at"] is not None,
+    )
+
+
+def _notify_context(conversation_id: str) -> str:
+    """Return the associated data that binds a sealed address to its row."""
+    return f"notify:{conversation_id}"
 
 
 def _message_context(conversation_id: str, seq: int) -> str:
@@ -897,6 +1010,50 @@ class Store:
         rows = await self._fetchall("SELECT * FROM sites ORDER BY id")
         return [_site(row) for row in rows]
 
+    async def get_site_schedule(self, site_id: int) -> Schedule | None:
+        """Return a site's opening hours, or None when it is open at all hours."""
+        row = await self._fetchone(
+            "SELECT time_zone FROM site_hours WHERE site_id = ?", (site_id,)
+        )
+        if row is None:
+            return None
+        intervals = await self._fetchall(
+            "SELECT weekday, opens, closes FROM opening_hours WHERE site_id = ?"
+            " ORDER BY weekday, opens",
+            (site_id,),
+        )
+        days = await self._fetchall(
+            "SELECT day FROM closed_dates WHERE site_id = ? ORDER BY day", (site_id,)
+        )
+        return Schedule(
+            time_zone=row["time_zone"],
+            intervals=tuple(Interval(*interval) for interval in intervals),
+            closed_dates=tuple(date.fromisoformat(day[0]) for day in days),
+        )
+
+    async def set_site_schedule(self, site_id: int, schedule: Schedule | None) -> None:
+        """Replace a site's opening hours; None makes it open at all hours."""
+        async with self._transaction() as tx:
+            await tx.execute("DELETE FROM site_hours WHERE site_id = ?", (site_id,))
+            if schedule is None:
+                return
+            await tx.execute(
+                "INSERT INTO site_hours (site_id, time_zone, updated_at)"
+                " VALUES (?, ?, ?)",
+                (site_id, schedule.time_zone, utc_now()),
+            )
+            for interval in schedule.intervals:
+                await tx.execute(
+                    "INSERT INTO opening_hours (site_id, weekday, opens, closes)"
+                    " VALUES (?, ?, ?, ?)",
+                    (site_id, interval.weekday, interval.opens, interval.closes),
+                )
+            for day in schedule.closed_dates:
+                await tx.execute(
+                    "INSERT INTO closed_dates (site_id, day) VALUES (?, ?)",
+                    (site_id, day.isoformat()),
+                )
+
     # Conversations
 
     async def create_conversation(
@@ -932,10 +1089,10 @@ class Store:
         return _conversation(row) if row else None
 
     async def list_open_conversations(self) -> list[Conversation]:
-        """Return queued and active conversations, queued ones in queue order."""
+        """Return queued and active chats, queued ones in queue order."""
         rows = await self._fetchall(
             "SELECT * FROM conversations WHERE status IN ('queued', 'active')"
-            " ORDER BY queue_key"
+            " AND channel = 'chat' ORDER BY queue_key"
         )
         return [_conversation(row) for row in rows]
 
@@ -1304,6 +1461,362 @@ class Store:
         rows = await self._fetchall("SELECT DISTINCT action FROM audit_log ORDER BY 1")
         return [row[0] for row in rows]
 
+    # Message and e-mail conversations (the inbox)
+    #
+    # These conversations live in ``conversations`` like chats, with
+    # ``channel`` 'message' or 'email', status 'active' while open and 'ended'
+    # once closed, so that messages, retention and the daily counts treat them
+    # like chats. Their inbox state lives in ``inbox``: 'waiting' for a
+    # volunteer, 'claimed' by one, 'answered' by one, or 'closed'. Read their
+    # messages with ``messages_after(conversation_id, 0)``.
+
+    async def create_inbox_conversation(
+        self,
+        conversation_id: str,
+        site_id: int,
+        channel: str,
+        body: str,
+        *,
+        client_id: str,
+        reply_code_hash: str | None = None,
+        notify_address: str | None = None,
+    ) -> tuple[InboxEntry, Message]:
+        """Insert a waiting message or e-mail conversation with its first message.
+
+        ``channel`` is 'message' or 'email'; ``body`` is the visitor's first
+        message, sealed at rest like chat messages, and ``client_id`` is its
+        de-duplication id. ``reply_code_hash`` is the keyed hash that finds the
+        conversation again from ``/replies``; ``notify_address`` is the address
+        to tell that a reply waits, sealed at rest. Raises ``ValueError`` for an
+        unknown channel or a reply code hash already in use, ``StoreError`` when
+        the write fails.
+        """
+        if channel not in INBOX_CHANNELS:
+            raise ValueError(f"channel must be 'message' or 'email', not {channel!r}")
+        sealed_address = (
+            self._seal_text(notify_address, _notify_context(conversation_id))
+            if notify_address is not None
+            else None
+        )
+        pending = _PendingMessage(conversation_id, "visitor", client_id, body, None)
+
+        def work(db: sqlite3.Connection) -> Message:
+            now = utc_now()
+            # Inbox conversations never enter the chat queue. Their token hash
+            # only fills the NOT NULL UNIQUE column, with a value that cannot
+            # equal the SHA-256 hex digest of any chat token.
+            db.execute(
+                "INSERT INTO conversations (id, site_id, channel, status,"
+                " token_hash, queue_key, created_at)"
+                " VALUES (?, ?, ?, 'active', ?, 0, ?)",
+                (conversation_id, site_id, channel, f"inbox:{conversation_id}", now),
+            )
+            db.execute(
+                "INSERT INTO inbox (conversation_id, state, updated_at,"
+                " reply_code_hash, notify_address) VALUES (?, 'waiting', ?, ?, ?)",
+                (conversation_id, now, reply_code_hash, sealed_address),
+            )
+            result = self._write_one(db, pending, utc_now())
+            if isinstance(result, Exception):
+                raise result
+            return result[0]
+
+        try:
+            message = await self._write_in_writer(work)
+        except StoreError as error:
+            if isinstance(error.__cause__, sqlite3.IntegrityError):
+                raise ValueError(
+                    "The conversation id or the reply code hash is already in use."
+                ) from None
+            raise
+        entry = await self.get_inbox_entry(conversation_id)
+        if entry is None:
+            raise StoreError("The new conversation was not found after inserting it.")
+        return entry, message
+
+    async def add_inbox_visitor_message(
+        self, conversation_id: str, client_id: str, body: str
+    ) -> tuple[Message, bool]:
+        """Store the visitor's (or e-mail sender's) next message.
+
+        The conversation goes back to 'claimed' when a volunteer claimed it, else
+        to 'waiting'; a closed one opens again. Returns the message and True,
+        or the message stored earlier with the same ``client_id`` and False.
+        Raises ``ConversationClosedError`` for an unknown conversation,
+        ``ConversationBlockedError`` when its reply code is blocked.
+        """
+        pending = _PendingMessage(conversation_id, "visitor", client_id, body, None)
+
+        def work(db: sqlite3.Connection) -> tuple[Message, bool]:
+            row = db.execute(
+                "SELECT blocked_at FROM inbox WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if row is None:
+                raise ConversationClosedError(conversation_id)
+            if row["blocked_at"] is not None:
+                raise ConversationBlockedError(conversation_id)
+            stored = db.execute(
+                "SELECT * FROM messages"
+                " WHERE conversation_id = ? AND sender = 'visitor' AND client_id = ?",
+                (conversation_id, client_id),
+            ).fetchone()
+            if stored is not None:
+                return self._message(stored), False
+            db.execute(
+                "UPDATE conversations SET status = 'active', ended_at = NULL,"
+                " end_reason = NULL WHERE id = ?",
+                (conversation_id,),
+            )
+            result = self._write_one(db, pending, utc_now())
+            if isinstance(result, Exception):
+                raise result
+            db.execute(
+                "UPDATE inbox SET updated_at = ?, state = CASE"
+                " WHEN claimed_by IS NULL THEN 'waiting' ELSE 'claimed' END"
+                " WHERE conversation_id = ?",
+                (result[0].created_at, conversation_id),
+            )
+            return result
+
+        return await self._write_in_writer(work)
+
+    async def record_inbox_reply(
+        self,
+        conversation_id: str,
+        volunteer_id: int,
+        client_id: str,
+        body: str,
+        *,
+        take_over: bool = False,
+    ) -> tuple[Message, bool]:
+        """Store a volunteer's reply and mark the conversation 'answered'.
+
+        An unclaimed conversation becomes the volunteer's. One claimed by
+        another volunteer raises ``ClaimedByOtherError`` and stores nothing,
+        unless ``take_over`` is True, which moves the claim to this volunteer.
+        Returns the message and True, or the reply stored earlier with the same
+        ``client_id`` and False. Raises ``ConversationClosedError`` when the
+        conversation is closed or unknown.
+        """
+        pending = _PendingMessage(
+            conversation_id, "volunteer", client_id, body, volunteer_id
+        )
+
+        def work(db: sqlite3.Connection) -> tuple[Message, bool]:
+            row = db.execute(
+                "SELECT state, claimed_by FROM inbox WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            if row is None or row["state"] == "closed":
+                raise ConversationClosedError(conversation_id)
+            claimed_by = row["claimed_by"]
+            if claimed_by not in (None, volunteer_id) and not take_over:
+                raise ClaimedByOtherError(conversation_id, int(claimed_by))
+            result = self._write_one(db, pending, utc_now())
+            if isinstance(result, Exception):
+                raise result
+            now = utc_now()
+            db.execute(
+                "UPDATE inbox SET state = 'answered', updated_at = ?,"
+                " claimed_at = CASE WHEN claimed_by IS ? THEN claimed_at ELSE ? END,"
+                " claimed_by = ? WHERE conversation_id = ?",
+                (now, volunteer_id, now, volunteer_id, conversation_id),
+            )
+            return result
+
+        return await self._write_in_writer(work)
+
+    async def claim_inbox_conversation(
+        self, conversation_id: str, volunteer_id: int, *, take_over: bool = False
+    ) -> bool:
+        """Claim an open conversation for a volunteer.
+
+        Returns True when the claim is the volunteer's afterwards. Without
+        ``take_over`` only an unclaimed conversation (or one the volunteer
+        already claimed) can be claimed, and the condition in the UPDATE makes
+        exactly one of two simultaneous claims win, even from two processes.
+        With ``take_over`` the claim moves from whoever held it. A closed or
+        unknown conversation returns False.
+        """
+        condition = "" if take_over else " AND (claimed_by IS NULL OR claimed_by = ?)"
+        params: tuple[Any, ...] = (volunteer_id, utc_now(), conversation_id)
+        if not take_over:
+            params += (volunteer_id,)
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE inbox SET claimed_by = ?, claimed_at = ?,"
+                " state = CASE WHEN state = 'waiting' THEN 'claimed' ELSE state END"
+                " WHERE conversation_id = ? AND state != 'closed'" + condition,
+                params,
+            )
+            return cursor.rowcount == 1
+
+    async def release_inbox_conversation(
+        self, conversation_id: str, volunteer_id: int
+    ) -> bool:
+        """Give up a volunteer's claim; a claimed conversation waits again.
+
+        Returns False when the volunteer did not hold the claim.
+        """
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE inbox SET claimed_by = NULL, claimed_at = NULL,"
+                " state = CASE WHEN state = 'claimed' THEN 'waiting' ELSE state END"
+                " WHERE conversation_id = ? AND claimed_by = ?",
+                (conversation_id, volunteer_id),
+            )
+            return cursor.rowcount == 1
+
+    async def close_inbox_conversation(self, conversation_id: str) -> bool:
+        """Close an open message or e-mail conversation.
+
+        It keeps its claim, so the inbox still shows who handled it, and counts
+        as ended for retention. Returns False when it was closed or unknown.
+        """
+        now = utc_now()
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE inbox SET state = 'closed', updated_at = ?"
+                " WHERE conversation_id = ? AND state != 'closed'",
+                (now, conversation_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await tx.execute(
+                "UPDATE conversations SET status = 'ended', ended_at = ?,"
+                " end_reason = 'closed' WHERE id = ?",
+                (now, conversation_id),
+            )
+            return True
+
+    async def block_inbox_reply_code(
+        self, conversation_id: str, volunteer_id: int
+    ) -> bool:
+        """Block a conversation's reply code; the visitor can no longer write.
+
+        The conversation is closed as well. Returns False when it is unknown
+        or already blocked.
+        """
+        now = utc_now()
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE inbox SET blocked_at = ?, blocked_by = ?, state = 'closed',"
+                " updated_at = ? WHERE conversation_id = ? AND blocked_at IS NULL",
+                (now, volunteer_id, now, conversation_id),
+            )
+            if cursor.rowcount != 1:
+                return False
+            await tx.execute(
+                "UPDATE conversations SET status = 'ended', end_reason = 'blocked',"
+                " ended_at = COALESCE(ended_at, ?) WHERE id = ?",
+                (now, conversation_id),
+            )
+            return True
+
+    async def delete_inbox_conversation(self, conversation_id: str) -> bool:
+        """Delete a message or e-mail conversation and its messages at once,
+        open or not, keeping it in the daily counts.
+
+        Returns False, deleting nothing, when it is unknown or a chat.
+        """
+        where = "WHERE id = ? AND channel IN ('message', 'email')"
+        return await self._delete_counted(where, (conversation_id,)) == 1
+
+    async def get_inbox_entry(self, conversation_id: str) -> InboxEntry | None:
+        row = await self._fetchone(
+            _INBOX_SELECT + " WHERE inbox.conversation_id = ?", (conversation_id,)
+        )
+        return _inbox_entry(row) if row else None
+
+    async def get_inbox_entry_by_reply_code_hash(
+        self, reply_code_hash: str
+    ) -> InboxEntry | None:
+        row = await self._fetchone(
+            _INBOX_SELECT + " WHERE inbox.reply_code_hash = ?", (reply_code_hash,)
+        )
+        return _inbox_entry(row) if row else None
+
+    async def list_inbox(
+        self,
+        states: Sequence[str] = ("waiting", "claimed", "answered"),
+        *,
+        site_ids: Sequence[int] | None = None,
+        limit: int = 500,
+    ) -> list[InboxEntry]:
+        """Return message and e-mail conversations in ``states``, oldest change
+        first, optionally only those of ``site_ids``; at most ``limit``."""
+        unknown = set(states) - set(INBOX_STATES)
+        if unknown:
+            raise ValueError(f"Unknown inbox states: {sorted(unknown)}")
+        if not states:
+            return []
+        conditions = [f"inbox.state IN ({', '.join('?' * len(states))})"]
+        params: list[Any] = list(states)
+        if site_ids is not None:
+            if not site_ids:
+                return []
+            conditions.append(
+                f"conversations.site_id IN ({', '.join('?' * len(site_ids))})"
+            )
+            params.extend(site_ids)
+        rows = await self._fetchall(
+            _INBOX_SELECT
+            + " WHERE "
+            + " AND ".join(conditions)
+            + " ORDER BY inbox.updated_at, inbox.conversation_id LIMIT ?",
+            (*params, limit),
+        )
+        return [_inbox_entry(row) for row in rows]
+
+    async def count_inbox(self) -> dict[str, int]:
+        """Return how many message and e-mail conversations are in each state."""
+        rows = await self._fetchall("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+        counts = dict.fromkeys(INBOX_STATES, 0)
+        counts.update({row[0]: int(row[1]) for row in rows})
+        return counts
+
+    async def get_notify_address(self, conversation_id: str) -> str | None:
+        """Return the address to tell that a reply waits, or None when none."""
+        row = await self._fetchone(
+            "SELECT notify_address FROM inbox WHERE conversation_id = ?",
+            (conversation_id,),
+        )
+        if row is None or row[0] is None:
+            return None
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        try:
+            return self._cipher.decrypt(row[0], _notify_context(conversation_id))
+        except DecryptionError as error:
+            raise StoreError(
+                f"The notification address of {conversation_id} cannot be"
+                f" decrypted: {error}"
+            ) from error
+
+    def _seal_text(self, text: str, context: str) -> str:
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        return self._cipher.encrypt(text, context)
+
+    async def _write_in_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one transaction on the writer thread's connection.
+
+        ``work`` may call ``_write_one``, so a message and the changes that go
+        with it commit together. Exceptions other than ``sqlite3.Error`` pass
+        through unchanged after the rollback.
+        """
+        loop = asyncio.get_running_loop()
+        async with self._write_lock:
+            if self._writer_db is None:
+                raise StoreError("The store is closed.")
+            try:
+                return await loop.run_in_executor(
+                    self._writer, _run_transaction, self._writer_db, work
+                )
+            except sqlite3.Error as error:
+                raise StoreError(f"The database write failed: {error}") from error
+
     # Deletion and retention
 
     async def delete_conversation(self, conversation_id: str) -> bool:
@@ -1312,14 +1825,7 @@ class Store:
         Returns False, deleting nothing, when it is unknown or still open.
         """
         where = "WHERE id = ? AND status IN ('ended', 'abandoned')"
-        async with self._transaction() as tx:
-            await tx.execute(
-                _COUNT_BEFORE_DELETE.format(where=where), (conversation_id,)
-            )
-            cursor = await tx.execute(
-                f"DELETE FROM conversations {where}", (conversation_id,)
-            )
-            return cursor.rowcount == 1
+        return await self._delete_counted(where, (conversation_id,)) == 1
 
     async def purge_closed_before(self, cutoff: str) -> int:
         """Delete conversations that closed before ``cutoff`` (ISO 8601 UTC).
@@ -1328,9 +1834,14 @@ class Store:
         how many conversations were deleted.
         """
         where = "WHERE status IN ('ended', 'abandoned') AND ended_at < ?"
+        return await self._delete_counted(where, (cutoff,))
+
+    async def _delete_counted(self, where: str, params: tuple[Any, ...]) -> int:
+        """Delete the conversations ``where`` selects, first adding them to the
+        daily counts; return how many were deleted."""
         async with self._transaction() as tx:
-            await tx.execute(_COUNT_BEFORE_DELETE.format(where=where), (cutoff,))
-            cursor = await tx.execute(f"DELETE FROM conversations {where}", (cutoff,))
+            await tx.execute(_COUNT_BEFORE_DELETE.format(where=where), params)
+            cursor = await tx.execute(f"DELETE FROM conversations {where}", params)
             return int(cursor.rowcount)
 
     async def conversation_counts(self) -> list[tuple[str, int, str, str, str, int]]:
@@ -1358,6 +1869,21 @@ class _PendingMessage:
     future: asyncio.Future[tuple[Message, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+def _run_transaction(
+    db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """Run ``work`` between BEGIN IMMEDIATE and COMMIT, rolling back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:

@@ -165,12 +165,9 @@ def test_no_volunteer_state_without_scripts(
         visitor.get_by_text("Nobody is available to chat right now. You can")
     ).to_be_visible()
 
-    visitor.get_by_role("button", name="Start chat").click()
-
-    expect(
-        visitor.get_by_text("Sorry, nobody is available to chat right now.")
-    ).to_be_visible()
-    expect(visitor.get_by_role("button", name="Try again")).to_be_visible()
+    # The message form takes the place of the chat.
+    expect(visitor.get_by_role("button", name="Start chat")).to_be_hidden()
+    expect(visitor.get_by_role("button", name="Leave this message")).to_be_visible()
     expect(visitor.locator(".emergency-number").first).to_have_text("112")
     assert queue_entries(relay) == 0
 
@@ -455,7 +452,8 @@ def test_embed_link_without_scripts_opens_chat_in_new_tab(
     chat = new_tab.value
     chat.wait_for_load_state()
     assert chat.url == f"{relay.base_url}/chat?site=demo"
-    expect(chat.get_by_role("button", name="Start chat")).to_be_visible()
+    # Nobody is available, so the chat page offers the message form.
+    expect(chat.get_by_role("button", name="Leave this message")).to_be_visible()
 
 
 def test_chat_page_has_no_inline_script(relay: RelayServer) -> None:

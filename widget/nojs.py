@@ -28,6 +28,7 @@ from relay.protocol import ProtocolError
 from relay.services import Services, get_services
 from relay.settings import ws_origin
 from relay.store import Conversation, Site
+from widget import offline
 from widget.brand import brand_css_url
 
 logger = logging.getLogger("widget.nojs")
@@ -153,6 +154,11 @@ async def render_chat(
             transcript_url=_transcript_url(site, transcript),
             draft=draft,
         )
+    context.update(
+        await offline.chat_page_context(
+            request, site, phase=phase, conversation=conversation, token=token
+        )
+    )
     response = _template_response(
         request,
         "chat.html",
@@ -271,6 +277,8 @@ async def start(request: Request) -> Response:
             error="The form expired. Please press Start chat again.",
             status_code=400,
         )
+    if not await services.inbox.within_hours(site):
+        return await render_chat(request, site, phase="unavailable")
     started = await services.nojs.start(site, key)
     if started is None:
         return await render_chat(request, site, phase="unavailable")

@@ -27,7 +27,7 @@ from relay.services import Services, get_services
 from relay.sites import DEFAULT_EXIT_URL, inline_snippet
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
-from widget import brand, nojs
+from widget import brand, messages, nojs
 
 logger = logging.getLogger("widget")
 
@@ -239,6 +239,13 @@ async def chat_socket(websocket: WebSocket) -> None:
                     await chat.visitor_disconnected(conversation_id, peer)
                     conversation_id = None
                 if isinstance(frame, protocol.Start):
+                    if not await services.inbox.within_hours(site):
+                        # Outside opening hours the chat is offline, as when
+                        # nobody is available.
+                        peer.send(
+                            {"type": "unavailable", "emergency": EMERGENCY_NUMBER}
+                        )
+                        return
                     key = address_key()
                     guard.check_start(key)
                     started = await chat.start(peer, site)
@@ -288,6 +295,13 @@ routes: list[BaseRoute] = [
     Route("/chat/nojs/transcript", nojs.transcript, methods=["GET"]),
     Route("/chat/session", nojs.remember, methods=["POST"]),
     WebSocketRoute("/chat/ws", chat_socket),
+    Route("/chat/nojs/leave", messages.leave_instead, methods=["POST"]),
+    Route("/message", messages.message_page, methods=["GET"]),
+    Route("/message", messages.leave_message, methods=["POST"]),
+    Route("/replies", messages.replies_page, methods=["GET"]),
+    Route("/replies", messages.open_replies, methods=["POST"]),
+    Route("/replies/send", messages.answer, methods=["POST"]),
+    Route("/replies/delete", messages.delete, methods=["POST"]),
     Route("/widget/loader.js", loader_script, methods=["GET"]),
     Route("/widget/site.css", brand.site_stylesheet, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),

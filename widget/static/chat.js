@@ -66,6 +66,10 @@ const dom = {
   input: getElement("message-input"),
   counter: getElement("message-counter"),
   footer: getElement("chat-footer"),
+  offlineState: getElement("offline-state"),
+  leaveForm: getElement("leave-message-form"),
+  leaveBody: getElement("leave-message-body"),
+  leaveChatToken: getElement("leave-message-chat-token"),
 };
 
 const state = {
@@ -80,6 +84,9 @@ const state = {
   // One of "resuming", "welcome", "unavailable", "waiting", "chatting", "ended".
   phase: "welcome",
   volunteersAvailable: null, // from the last status frame; null before the first one
+  // False outside the site's opening hours, as the page was rendered.
+  withinHours: dom.chat.dataset.withinHours !== "false",
+  carriedOver: false, // the waiting chat's text went into the message form
   startRequested: false, // `start` is sent on every new socket until started or unavailable arrives
   token: null,
   // The ended chat's token, kept in memory only so "Delete this conversation" can
@@ -710,6 +717,7 @@ function resetConversation() {
   state.volunteerName = "";
   state.deleteToken = null;
   state.deleting = false;
+  state.carriedOver = false;
   dom.deleteYes.disabled = false;
   dom.deletedText.hidden = true;
   dom.deleteConfirm.hidden = true;
@@ -739,7 +747,8 @@ function render() {
   const noVolunteers = state.volunteersAvailable === false;
   dom.resumingState.hidden = phase !== "resuming";
   dom.welcomeState.hidden = phase !== "welcome";
-  dom.welcomeUnavailable.hidden = !noVolunteers;
+  dom.welcomeUnavailable.hidden = !noVolunteers || !state.withinHours;
+  renderOffline(phase, noVolunteers);
   setText(dom.startButton, state.startRequested ? "Starting…" : "Start chat");
   dom.unavailableState.hidden = phase !== "unavailable";
   dom.availableAgain.hidden = state.volunteersAvailable !== true;
@@ -757,11 +766,36 @@ function render() {
   dom.transcript.hidden = !(phase === "chatting" || (hasMessages && (phase === "waiting" || phase === "ended")));
   dom.endedState.hidden = phase !== "ended";
   dom.deleteControls.hidden = phase !== "ended" || !state.deleteToken;
-  dom.form.hidden = phase !== "chatting";
+  dom.form.hidden = phase !== "chatting" && phase !== "waiting";
   dom.endButton.hidden = phase !== "waiting" && phase !== "chatting";
   // The unavailable notices carry their own emergency line.
   dom.footer.hidden = phase === "unavailable" || (phase === "welcome" && noVolunteers);
   renderConnectionStatus();
+}
+
+// Outside opening hours or with nobody available, the message form takes the
+// place of the start button. A waiting visitor gets it, filled with what they
+// wrote, once the last volunteer leaves; it stays while it has text in it.
+function renderOffline(phase, noVolunteers) {
+  const offline = !state.withinHours || noVolunteers;
+  const starting = phase === "welcome" || phase === "unavailable";
+  const carryOver = phase === "waiting" && noVolunteers;
+  if (carryOver && !state.carriedOver) carryOverToMessage();
+  const keepText = dom.leaveBody.value.trim() !== "" && (starting || phase === "waiting");
+  dom.startForm.hidden = offline;
+  dom.offlineState.hidden = !((starting && offline) || carryOver || keepText);
+}
+
+function carryOverToMessage() {
+  state.carriedOver = true;
+  const written = [];
+  for (const body of dom.transcript.querySelectorAll(".message-visitor .message-body")) {
+    written.push(body.textContent);
+  }
+  const draft = dom.input.value.trim();
+  if (draft) written.push(draft);
+  if (!dom.leaveBody.value.trim()) dom.leaveBody.value = written.join("\n\n");
+  dom.leaveChatToken.value = state.token || "";
 }
 
 function renderConnectionStatus() {
@@ -869,6 +903,10 @@ function init() {
   onSubmit(dom.startForm, startChat);
   onSubmit(dom.retryForm, startChat);
   onSubmit(dom.newChatForm, startNewChat);
+  // The message form posts as a plain form; a chat it replaces ends with it.
+  dom.leaveForm.addEventListener("submit", () => {
+    if (dom.leaveChatToken.value) clearStoredToken();
+  });
   dom.endButton.addEventListener("click", endChat);
   dom.deleteButton.addEventListener("click", askToDelete);
   dom.deleteYes.addEventListener("click", deleteConversation);
