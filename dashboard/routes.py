@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import admin, hours, inbox, invite, site_admin, two_factor
+from dashboard import admin, hours, inbox, invite, mail, site_admin, two_factor
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -216,6 +216,7 @@ routes: list[BaseRoute] = [
     *invite.routes,
     *inbox.routes,
     *hours.routes,
+    *mail.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

@@ -17,6 +17,9 @@ from relay import auth, collector
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
+from relay.mail import check_servers
+from relay.mailimap import MailError
+from relay.mailstore import reseal_mail
 from relay.passwords import check_new_password
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
@@ -235,14 +238,25 @@ async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
     try:
         count = await store.reseal_messages()
         secrets_count = await store.reseal_totp_secrets()
+        mail_count = await reseal_mail(store)
     except StoreError as error:
         raise CommandError(str(error)) from None
     finally:
         await store.close()
     _write(
-        f"Sealed {count} messages and {secrets_count} TOTP secrets with key"
-        f" {cipher.current_key_id}. Older keys can now be removed."
+        f"Sealed {count} messages, {secrets_count} TOTP secrets and {mail_count}"
+        f" e-mail values with key {cipher.current_key_id}. Older keys can now be"
+        " removed."
     )
+
+
+async def mail_check(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        lines = await check_servers(settings)
+    except MailError as error:
+        raise CommandError(str(error)) from None
+    for line in lines:
+        _write(line)
 
 
 async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
@@ -396,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "new-data-key", help="print a new random data key for VSO_DATA_KEY"
     )
+    commands.add_parser(
+        "mail-check",
+        help="sign in to the VSO_MAIL_* IMAP and SMTP servers; fetches and sends"
+        " nothing",
+    )
     return parser
 
 
@@ -428,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "purge": purge,
         "rotate-key": rotate_key,
         "new-data-key": new_data_key,
+        "mail-check": mail_check,
     }
     handler = commands.get(args.command) or handlers[(args.command, args.action)]
     try:
