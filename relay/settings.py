@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 from relay.crypto import DataCipher
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.sites import normalise_origin
+from relay.statistics import OpeningHoursError, parse_opening_hours
 
 logger = logging.getLogger("relay.settings")
 
@@ -63,6 +65,8 @@ class Settings:
     ws_ping_seconds: float = 20.0
     log_format: str = "text"
     metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    timezone: str = "Europe/Malta"
+    opening_hours: str = "mon-sun 00:00-24:00"
 
     @property
     def public_origin(self) -> str:
@@ -106,6 +110,17 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
             f"{name}={value} is out of range; use {minimum} to {maximum}."
         )
     return value
+
+
+def _parse_timezone(raw: str) -> str:
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"VSO_TIMEZONE={raw!r} is not a known IANA time zone, such as Europe/Malta."
+        ) from None
+    return name
 
 
 def _parse_seconds(name: str, raw: str) -> float:
@@ -318,6 +333,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["block_seconds"] = _parse_int(
             "VSO_BLOCK_SECONDS", env["VSO_BLOCK_SECONDS"], 60, 7 * 86400
         )
+    if "VSO_TIMEZONE" in env:
+        values["timezone"] = _parse_timezone(env["VSO_TIMEZONE"])
+    if "VSO_OPENING_HOURS" in env:
+        try:
+            parse_opening_hours(env["VSO_OPENING_HOURS"])
+        except OpeningHoursError as error:
+            raise SettingsError(f"VSO_OPENING_HOURS is invalid: {error}") from None
+        values["opening_hours"] = env["VSO_OPENING_HOURS"].strip()
     database = values.get("database", Settings.database)
     database_path = Path(str(database))
     if "VSO_SECRET_KEY" in env:
