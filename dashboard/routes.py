@@ -11,7 +11,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import two_factor
+from dashboard import casework, statistics, two_factor
+from dashboard.access import has_role
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -44,6 +45,7 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
+            "can_see_statistics": has_role(volunteer, "supervisor"),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -207,6 +209,8 @@ routes: list[BaseRoute] = [
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     *two_factor.routes,
+    *casework.routes,
+    *statistics.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(
