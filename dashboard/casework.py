@@ -2,8 +2,8 @@
 
 A conversation's note can be read and written by the volunteer who had the
 conversation last, and by supervisors and admins. Everyone else gets the one
-403 answer of ``dashboard.access``, also for ids that do not exist, so the
-answer does not tell whether a conversation exists.
+403 response of ``dashboard.access``, also for ids that do not exist, so the
+response does not tell whether a conversation exists.
 """
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ async def _allowed_conversation(
     ):
         return conversation
     logger.warning(
-        "volunteer %d refused the case note of %s",
-        staff.volunteer.id,
+        "case note of %s forbidden for volunteer %d",
         conversation_id[:64],
+        staff.volunteer.id,
     )
     return None
 
@@ -148,11 +148,13 @@ async def save_note(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     staff, _fields = checked
+
     conversation = await _allowed_conversation(
         staff, request.path_params["conversation"]
     )
     if conversation is None:
         return forbidden()
+
     # The labels are repeated fields, which staff_form's dict keeps one of;
     # Starlette parsed the body once and returns the same form here.
     form = await request.form(
@@ -162,6 +164,7 @@ async def save_note(request: Request) -> Response:
     )
     note = str(form.get("note") or "").replace("\r\n", "\n").strip()
     raw_ids = [value for value in form.getlist("label") if isinstance(value, str)]
+
     cases = CaseStore(staff.services.store)
     chosen, error, status_code = await _check_choices(cases, conversation, raw_ids)
     if error is None:
@@ -182,6 +185,12 @@ async def save_note(request: Request) -> Response:
                 return RedirectResponse("/dashboard/notes?saved=1", status_code=303)
             error = _("This conversation was deleted, so the note was not saved.")
             status_code = 409
+    logger.info(
+        "case note of %s not saved for volunteer %d: status %d",
+        conversation.id,
+        staff.volunteer.id,
+        status_code,
+    )
     return await _render_note(
         request, staff, conversation, note, chosen, error, status_code
     )
@@ -303,7 +312,7 @@ async def _render_labels(
 
 
 async def change_label(request: Request) -> Response:
-    """Add, rename, retire or restore a label, as the form's ``action`` says."""
+    """Add, rename, retire or restore a label, as the form's ``action`` selects."""
     checked = await staff_form(request, "admin")
     if isinstance(checked, Response):
         return checked
@@ -342,6 +351,11 @@ async def change_label(request: Request) -> Response:
                 request, staff, None, _("The form is incomplete. Try again."), 400
             )
     except LabelError as error:
+        logger.info(
+            "label %s by volunteer %d rejected: invalid name or kind",
+            action[:16],
+            staff.volunteer.id,
+        )
         return await _render_labels(request, staff, None, str(error), 400)
     return await _render_labels(request, staff, message, None, 200)
 

@@ -1,7 +1,7 @@
 """The record of when each volunteer was available, for coverage statistics.
 
 A volunteer counts as available while "Available" is switched on and at least
-one dashboard socket is connected; a volunteer inside the reconnection grace
+one dashboard socket is connected. A volunteer inside the reconnection grace
 period does not count, as for visitors. Each change opens or closes an interval
 in the store. A failed write is logged and skipped, so statistics can miss an
 interval but a chat never fails because of one.

@@ -2,7 +2,7 @@
 
 ``CaseStore`` works on a ``Store``'s connection, write lock and data cipher, so
 its writes are ordered with every other write. The tables come from the last
-migration in ``relay/store.py``. ``conversation_statistics`` holds one row of
+migration in ``relay/store.py``. ``conversation_statistics`` contains one row of
 numbers per conversation; that row outlives the conversation, its messages and
 its case note, so statistics do not change when transcripts are purged.
 """

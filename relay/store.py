@@ -130,11 +130,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # Case notes and their labels, the post-chat question, volunteers' available
     # time, and the numbers that statistics need. conversation_statistics keeps one
-    # row per conversation without text or tokens; its link to the conversation
-    # becomes NULL when the conversation is deleted, and the row stays. Triggers
-    # fill it from every write to conversations: the first answer sets
-    # wait_seconds (a hand-back and a new answer keep it) and the end sets
-    # total_seconds. started_at keeps the minute only.
+    # row per conversation without text or tokens. When the conversation is
+    # deleted, the row stays and its link becomes NULL. Triggers fill it from
+    # every write to conversations. The first answer sets wait_seconds, which a
+    # hand-back and a new answer keep, and the end sets total_seconds.
+    # started_at keeps the minute only.
     """
     CREATE TABLE conversation_statistics (
         id INTEGER PRIMARY KEY,

@@ -99,7 +99,9 @@ def test_statistics_charts_without_scripts(
     for index in range(5):
         chart = charts.nth(index)
         box = chart.bounding_box()
-        assert box is not None and box["width"] > 200 and box["height"] > 50
+        assert box is not None
+        assert box["width"] > 200
+        assert box["height"] > 50
         assert (chart.locator("> title").text_content() or "").strip()
         assert (chart.locator("> desc").text_content() or "").strip()
         assert chart.get_attribute("role") == "img"

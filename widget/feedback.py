@@ -45,7 +45,15 @@ async def feedback_form(request: Request) -> Response:
         )
     if not same_origin_request(request.headers, services.settings.own_origins):
         logger.warning("post-chat answers rejected: cross-site form post")
-        return await _ended_page(request, site, None, None, False, 403)
+        return await _ended_page(
+            request,
+            site,
+            None,
+            _("This form was sent from another site, so nothing was counted."),
+            False,
+            403,
+        )
+
     form = await read_form(request)
     token = form.get("token", "")
     conversation = (
@@ -54,6 +62,7 @@ async def feedback_form(request: Request) -> Response:
         else None
     )
     if conversation is None:
+        logger.info("post-chat answers rejected: unknown conversation token")
         return await _ended_page(
             request,
             site,
@@ -62,9 +71,11 @@ async def feedback_form(request: Request) -> Response:
             False,
             404,
         )
+
     helped_text = form.get("helped", "")
     rating_text = form.get("rating", "")
     if helped_text not in HELPED_VALUES or rating_text not in RATING_VALUES:
+        logger.info("post-chat answers for %s rejected: invalid", conversation.id)
         return await _ended_page(
             request,
             site,
@@ -76,6 +87,7 @@ async def feedback_form(request: Request) -> Response:
     helped = HELPED_VALUES[helped_text]
     rating = RATING_VALUES[rating_text]
     if helped is None and rating is None:
+        logger.info("post-chat answers for %s rejected: empty", conversation.id)
         return await _ended_page(
             request,
             site,
@@ -84,7 +96,9 @@ async def feedback_form(request: Request) -> Response:
             False,
             400,
         )
+
     if conversation.is_open:
+        logger.info("post-chat answers for %s rejected: still open", conversation.id)
         return await _ended_page(
             request,
             site,
@@ -93,6 +107,7 @@ async def feedback_form(request: Request) -> Response:
             False,
             409,
         )
+
     if not await CaseStore(services.store).record_feedback(
         conversation.id, helped, rating
     ):

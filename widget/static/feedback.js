@@ -1,5 +1,5 @@
 // The post-chat question on the chat page. Without scripts the form posts and the
-// relay renders the page again; with scripts this module posts the same fields in the
+// relay renders the page again. With scripts this module posts the same fields in the
 // background, so the chat page stays as it is. chat.js shows the form when a chat
 // ends and fills in its token.
 
