@@ -540,3 +540,36 @@ async def test_availability_intervals_recorded(relay: RelayServer) -> None:
     for started, ended in rows:
         assert isinstance(started, str) and isinstance(ended, str)
         assert started < ended
+
+
+async def test_cli_purge_keeps_statistics(relay: RelayServer) -> None:
+    volunteer = await demo_volunteer(relay)
+    chat = await ended_chat(relay, volunteer)
+    tables = ("summary", "daily", "weekly", "categories", "referrals", "feedback")
+    async with await demo_client(relay) as client:
+        ids = label_ids(await client.get(f"/dashboard/notes/{chat.conversation}"))
+        await post_note(client, chat.conversation, SECRET_NOTE, [ids["Trafficking"]])
+    async with httpx.AsyncClient(base_url=relay.base_url) as visitor:
+        await visitor.post(
+            "/chat/feedback?site=demo", data={"token": chat.token, "rating": "3"}
+        )
+    async with await staff_client(relay, "sofia", "supervisor") as supervisor:
+        before = {
+            name: (await supervisor.get(f"/dashboard/statistics/{name}.csv")).text
+            for name in tables
+        }
+        purged = relay.cli("purge", "--days", "0")
+        after = {
+            name: (await supervisor.get(f"/dashboard/statistics/{name}.csv")).text
+            for name in tables
+        }
+        note_page = await supervisor.get(f"/dashboard/notes/{chat.conversation}")
+
+    assert purged.returncode == 0, purged.stderr
+    assert after == before
+    assert "Trafficking,1" in after["categories"]
+    assert "rating 3 of 5,1" in after["feedback"]
+    assert database_rows(relay, "SELECT * FROM messages") == []
+    assert database_rows(relay, "SELECT * FROM case_notes") == []
+    assert database_rows(relay, "SELECT * FROM conversations") == []
+    assert note_page.status_code == 403

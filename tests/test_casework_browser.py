@@ -16,16 +16,16 @@ from tests.test_end_to_end import open_chat, sign_in
 PASSWORD = "supervisor-password-9"
 
 
-def supervisor_cookie(relay: RelayServer) -> str:
-    """Add supervisor "sofia", enrol her second factor; return her session cookie."""
+def staff_cookie(relay: RelayServer, username: str, role: str) -> str:
+    """Add a supervisor or admin, enrol their second factor; return their cookie."""
     result = relay.cli(
         "volunteer",
         "add",
-        "sofia",
+        username,
         "--display-name",
-        "Sofia",
+        username.title(),
         "--role",
-        "supervisor",
+        role,
         "--password-stdin",
         stdin=PASSWORD + "\n",
     )
@@ -36,7 +36,7 @@ def supervisor_cookie(relay: RelayServer) -> str:
         page = client.post(
             "/dashboard/login",
             data={
-                "username": "sofia",
+                "username": username,
                 "password": PASSWORD,
                 "csrf_token": token.findall(page.text)[0],
             },
@@ -86,7 +86,7 @@ def test_statistics_charts_without_scripts(
         [
             {
                 "name": "vso_session",
-                "value": supervisor_cookie(relay),
+                "value": staff_cookie(relay, "sofia", "supervisor"),
                 "url": relay.base_url,
             }
         ]
