@@ -22,7 +22,7 @@ COLUMN_HEIGHT = 220
 ROW_HEIGHT = 22
 LABEL_WIDTH = 200
 # At most this many labels along a time axis, so that they never overlap.
-MAX_AXIS_LABELS = 12
+MAX_AXIS_LABELS = 8
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,34 @@ class CaseStore:
                 f"The case note of {conversation_id} cannot be decrypted: {error}"
             ) from error
 
+    async def reseal_case_notes(self) -> int:
+        """Seal every note not sealed with the current key; return how many.
+
+        Raises ``StoreError`` when a note cannot be decrypted with any key.
+        """
+        cipher = self._store._cipher
+        if cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        rows = await self._store._fetchall(
+            "SELECT conversation_id, note FROM case_notes"
+        )
+        count = 0
+        for row in rows:
+            if cipher.is_current(row["note"]):
+                continue
+            conversation_id = row["conversation_id"]
+            sealed = self._seal_note(
+                self._open_note(row["note"], conversation_id), conversation_id
+            )
+            async with self._store._transaction() as tx:
+                await tx.execute(
+                    "UPDATE case_notes SET note = ? WHERE conversation_id = ?"
+                    " AND note = ?",
+                    (sealed, conversation_id, row["note"]),
+                )
+            count += 1
+        return count
+
     # The post-chat question
 
     async def record_feedback(

@@ -10,14 +10,22 @@ import io
 import re
 import sqlite3
 import time
+from pathlib import Path
 
 import httpx
 import markupsafe
 import pyotp
 import pytest
 
+from relay.crypto import new_key_text
 from tests.relayserver import Client, RelayServer
-from tests.test_relay import Chat, demo_volunteer, open_chat, visitor_send
+from tests.test_relay import (
+    Chat,
+    demo_volunteer,
+    open_chat,
+    running_relay,
+    visitor_send,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -573,3 +581,28 @@ async def test_cli_purge_keeps_statistics(relay: RelayServer) -> None:
     assert database_rows(relay, "SELECT * FROM case_notes") == []
     assert database_rows(relay, "SELECT * FROM conversations") == []
     assert note_page.status_code == 403
+
+
+async def test_rotate_key_reseals_notes(tmp_path: Path) -> None:
+    old_key, new_key = new_key_text(), new_key_text()
+    async with running_relay(tmp_path, data_key=old_key) as relay:
+        volunteer = await demo_volunteer(relay)
+        chat = await ended_chat(relay, volunteer)
+        async with await demo_client(relay) as client:
+            await post_note(client, chat.conversation, SECRET_NOTE, [])
+        await volunteer.close()
+        await chat.visitor.close()
+    relay.env["VSO_DATA_KEY"] = f"{new_key} {old_key}"
+    result = relay.cli("rotate-key")
+    relay.env["VSO_DATA_KEY"] = new_key
+    await asyncio.to_thread(relay.start)
+    try:
+        async with await demo_client(relay) as client:
+            page = await client.get(f"/dashboard/notes/{chat.conversation}")
+    finally:
+        await asyncio.to_thread(relay.stop)
+
+    assert result.returncode == 0, result.stderr
+    assert "1 case notes" in result.stdout
+    assert page.status_code == 200
+    assert html.escape(SECRET_NOTE) in page.text
