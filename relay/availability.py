@@ -9,6 +9,7 @@ interval but a chat never fails because of one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from relay.casestore import CaseStore
@@ -23,6 +24,8 @@ class AvailabilityLog:
     def __init__(self, cases: CaseStore) -> None:
         self._cases = cases
         self._available: set[int] = set()
+        # Writes happen in the order of the calls, so the last call's state wins.
+        self._lock = asyncio.Lock()
 
     async def restart(self) -> None:
         """Close the intervals left open when the relay stopped.
@@ -40,6 +43,10 @@ class AvailabilityLog:
 
     async def update(self, volunteer_id: int, available: bool) -> None:
         """Record that a volunteer is now available or not; repeats change nothing."""
+        async with self._lock:
+            await self._write(volunteer_id, available)
+
+    async def _write(self, volunteer_id: int, available: bool) -> None:
         if available == (volunteer_id in self._available):
             return
         try:
