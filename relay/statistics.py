@@ -341,6 +341,37 @@ def build_report(
             (_("90th percentile duration (seconds)"), _number(summary.duration_p90)),
         ],
     )
+    channel_rows: list[tuple[Cell, ...]] = []
+    for channel in CHANNELS:
+        part = summarise(row for row in in_range if channel_of(row) == channel)
+        if part.conversations:
+            channel_rows.append(
+                (
+                    channel,
+                    part.conversations,
+                    part.answered,
+                    part.missed,
+                    _number(part.wait_median),
+                    _number(part.wait_p90),
+                    _number(part.duration_median),
+                    _number(part.duration_p90),
+                )
+            )
+    report.tables["channels"] = Table(
+        "channels",
+        _("Waits and durations by channel"),
+        (
+            _("channel"),
+            _("conversations"),
+            _("answered"),
+            _("missed"),
+            _("median wait (seconds)"),
+            _("90th percentile wait (seconds)"),
+            _("median duration (seconds)"),
+            _("90th percentile duration (seconds)"),
+        ),
+        channel_rows,
+    )
 
     for kind, name, title in (
         ("category", "categories", _("Categories")),

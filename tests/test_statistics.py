@@ -329,6 +329,30 @@ async def test_generated_month_waits_durations(store: Store) -> None:
     assert summary["90th percentile duration (seconds)"] == nearest_rank_90(durations)
 
 
+async def test_generated_month_by_channel(store: Store) -> None:
+    month = await generate_month(store)
+    report = await month_report(store)
+    rows = {str(row[0]): row for row in report.tables["channels"].rows}
+
+    assert set(rows) == {"chat", "message", "email"}
+    for channel in ("chat", "message", "email"):
+        items = [c for c in in_month(month) if c.channel == channel]
+        waits = [c.wait for c in items if c.wait is not None]
+        durations = [
+            c.total - c.wait
+            for c in items
+            if c.total is not None and c.wait is not None
+        ]
+        row = rows[channel]
+        assert row[1] == len(items), channel
+        assert row[2] == len(waits), channel
+        assert row[3] == sum(c.missed for c in items), channel
+        assert row[4] == round(statistics.median(waits), 1), channel
+        assert row[5] == nearest_rank_90(waits), channel
+        assert row[6] == round(statistics.median(durations), 1), channel
+        assert row[7] == nearest_rank_90(durations), channel
+
+
 async def test_generated_month_labels(store: Store) -> None:
     month = await generate_month(store)
     report = await month_report(store)
