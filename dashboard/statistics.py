@@ -13,15 +13,14 @@ from starlette.routing import BaseRoute, Route
 from dashboard.access import staff_request
 from dashboard.charts import column_chart, row_chart
 from dashboard.common import page_headers, templates
+from relay.coverage import WeeklyHours, parse_opening_hours
 from relay.i18n import gettext as _
 from relay.services import Services
 from relay.statistics import (
     DateRange,
     RangeError,
     Report,
-    WeeklyHours,
     load_report,
-    parse_opening_hours,
     table_csv,
 )
 

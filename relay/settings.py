@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.sites import normalise_origin
-from relay.statistics import OpeningHoursError, parse_opening_hours
 
 logger = logging.getLogger("relay.settings")
 

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from relay.casestore import CaseStore
+from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher, new_key_text
 from relay.statistics import (
     DateRange,
@@ -31,7 +32,6 @@ from relay.statistics import (
     Report,
     Table,
     load_report,
-    parse_opening_hours,
     table_csv,
 )
 from relay.store import Store
@@ -539,8 +539,6 @@ def test_range_dst_day_lengths() -> None:
     ],
 )
 def test_opening_hours_invalid(text: str) -> None:
-    from relay.statistics import OpeningHoursError
-
     with pytest.raises(OpeningHoursError):
         parse_opening_hours(text)
 
