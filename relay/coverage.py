@@ -56,7 +56,9 @@ def parse_opening_hours(text: str) -> WeeklyHours:
         opening = int(match["open"]) * 60 + int(match["open_minute"])
         closing = int(match["close"]) * 60 + int(match["close_minute"])
         if int(match["open_minute"]) > 59 or int(match["close_minute"]) > 59:
-            raise OpeningHoursError(f"The opening hours part {part!r} has minutes >59.")
+            raise OpeningHoursError(
+                f"The opening hours part {part!r} has minutes above 59; use 00 to 59."
+            )
         if not 0 <= opening < closing <= 24 * 60:
             raise OpeningHoursError(
                 f"The opening hours part {part!r} must open before it closes,"
