@@ -25,6 +25,8 @@ from relay.i18n import gettext as _
 from relay.store import Store
 
 MAX_RANGE_DAYS = 366
+FIRST_DATE = date(2000, 1, 1)
+LAST_DATE = date(2999, 12, 31)
 CHANNELS = ("chat", "message", "email")
 Cell = str | int | float
 
@@ -88,12 +90,24 @@ class DateRange:
 
 def _parse_date(text: str, name: str) -> date:
     try:
-        return date.fromisoformat(text.strip())
+        day = date.fromisoformat(text.strip())
     except ValueError:
         raise RangeError(
             _("The %(name)s %(value)r is invalid; use the form 2026-01-31.")
             % {"name": name, "value": text[:40]}
         ) from None
+    # Far dates would overflow the time zone arithmetic near year 1 and 9999.
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise RangeError(
+            _("The %(name)s %(value)s is out of range; use %(first)s to %(last)s.")
+            % {
+                "name": name,
+                "value": day.isoformat(),
+                "first": FIRST_DATE.isoformat(),
+                "last": LAST_DATE.isoformat(),
+            }
+        )
+    return day
 
 
 def minute_text(moment: datetime) -> str:

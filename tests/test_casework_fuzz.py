@@ -8,6 +8,7 @@ import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 
 import httpx
 import pytest
@@ -146,3 +147,26 @@ def test_feedback_raw_body_never_server_error(setup: Setup, body: bytes) -> None
     )
 
     assert response.status_code < 500
+
+
+DATES = st.dates().map(date.isoformat) | st.text(max_size=40)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(first=DATES, last=DATES, export=st.booleans())
+def test_statistics_range_never_server_error(
+    setup: Setup, first: str, last: str, export: bool
+) -> None:
+    path = "/dashboard/statistics/summary.csv" if export else "/dashboard/statistics"
+    response = httpx.get(
+        f"{setup.relay.base_url}{path}",
+        params={"from": first, "to": last},
+        cookies={"vso_session": setup.cookie},
+        timeout=30,
+    )
+
+    assert response.status_code in (200, 400)

@@ -519,6 +519,19 @@ def test_range_malformed_rejected(text: str) -> None:
         DateRange.parse(text, "2026-03-01")
 
 
+@pytest.mark.parametrize(
+    ("first", "last"),
+    [
+        ("0001-01-01", "0001-01-02"),
+        ("9999-12-30", "9999-12-31"),
+        ("1999-12-31", "2000-01-01"),
+    ],
+)
+def test_range_far_dates_rejected(first: str, last: str) -> None:
+    with pytest.raises(RangeError, match="out of range"):
+        DateRange.parse(first, last)
+
+
 def test_range_dst_day_lengths() -> None:
     start, end = DateRange.parse("2026-03-29", "2026-03-29").utc_bounds(ZONE)
     autumn = DateRange.parse("2026-10-25", "2026-10-25").utc_bounds(ZONE)
