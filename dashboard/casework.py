@@ -36,6 +36,8 @@ LABEL_ID = re.compile(r"[0-9]{1,9}")
 # can be longer than ``dashboard.common.read_form``'s ten fields.
 MAX_NOTE_FORM_FIELDS = 200
 MAX_NOTE_FORM_BYTES = 128 * 1024
+# The notes list shows at most this many chats waiting for notes, newest first.
+WAITING_LIMIT = 200
 
 
 def audit(actor_id: int, action: str, target_kind: str, target_id: str | int) -> None:
@@ -71,7 +73,9 @@ async def notes_list(request: Request) -> Response:
     everyone = has_role(staff.volunteer, "supervisor")
     cases = CaseStore(staff.services.store)
     owner = None if everyone else staff.volunteer.id
-    waiting = await cases.list_closed_conversations(owner, only_without_note=True)
+    waiting = await cases.list_closed_conversations(
+        owner, only_without_note=True, limit=WAITING_LIMIT
+    )
     recent = [
         item
         for item in await cases.list_closed_conversations(
@@ -95,6 +99,7 @@ async def notes_list(request: Request) -> Response:
             sites=sites,
             names=names,
             everyone=everyone,
+            waiting_limit=WAITING_LIMIT,
             saved=request.query_params.get("saved") == "1",
         ),
         headers=page_headers(request, staff.services),
