@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from dashboard.common import read_form, signed_in_volunteer
 from relay import auth
+from relay.forms import MAX_FORM_BYTES
 from relay.i18n import gettext as _
 from relay.services import Services, get_services
 from relay.store import Volunteer
@@ -78,12 +79,12 @@ async def staff_request(request: Request, minimum: Role) -> Staff | Response:
 
 
 async def staff_form(
-    request: Request, minimum: Role
+    request: Request, minimum: Role, max_bytes: int = MAX_FORM_BYTES
 ) -> tuple[Staff, dict[str, str]] | Response:
     """Check the session, role, origin and CSRF token of a staff form post.
 
     Returns the staff member and the form's fields, or the response that
-    rejects the post.
+    rejects the post. A body over ``max_bytes`` reads as an empty form.
     """
     staff = await staff_request(request, minimum)
     if isinstance(staff, Response):
@@ -93,7 +94,7 @@ async def staff_form(
     ):
         logger.warning("form rejected: cross-site post to %s", request.url.path)
         return forbidden()
-    form = await read_form(request)
+    form = await read_form(request, max_bytes)
     if not staff.services.signer.check_csrf(form.get("csrf_token"), staff.session_id):
         logger.info("form rejected: missing or invalid CSRF token")
         return PlainTextResponse(

@@ -11,7 +11,18 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import admin, hours, inbox, invite, mail, site_admin, two_factor
+from dashboard import (
+    admin,
+    casework,
+    hours,
+    inbox,
+    invite,
+    mail,
+    site_admin,
+    statistics,
+    two_factor,
+)
+from dashboard.access import has_role
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -45,6 +56,7 @@ async def dashboard_page(request: Request) -> Response:
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
             "is_admin": volunteer.role == "admin",
+            "can_see_statistics": has_role(volunteer, "supervisor"),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -217,6 +229,8 @@ routes: list[BaseRoute] = [
     *inbox.routes,
     *hours.routes,
     *mail.routes,
+    *casework.routes,
+    *statistics.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

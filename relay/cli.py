@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from relay import auth, collector
+from relay.casestore import CaseStore
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
@@ -239,14 +240,15 @@ async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
         count = await store.reseal_messages()
         secrets_count = await store.reseal_totp_secrets()
         mail_count = await reseal_mail(store)
+        notes_count = await CaseStore(store).reseal_case_notes()
     except StoreError as error:
         raise CommandError(str(error)) from None
     finally:
         await store.close()
     _write(
-        f"Sealed {count} messages, {secrets_count} TOTP secrets and {mail_count}"
-        f" e-mail values with key {cipher.current_key_id}. Older keys can now be"
-        " removed."
+        f"Sealed {count} messages, {secrets_count} TOTP secrets, {mail_count}"
+        f" e-mail values and {notes_count} case notes with key"
+        f" {cipher.current_key_id}. Older keys can now be removed."
     )
 
 

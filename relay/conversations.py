@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay import metrics, protocol
+from relay.availability import AvailabilityLog
+from relay.casestore import CaseStore
 from relay.hub import Hub, Peer
 from relay.pairing import Pairing, PairingError
 from relay.protocol import ProtocolError
@@ -94,6 +96,7 @@ class ChatService:
         self._http_presence: dict[str, asyncio.Task[None]] = {}
         # The transport a conversation's visitor used last, "script" or "noscript".
         self._transports: dict[str, str] = {}
+        self.availability = AvailabilityLog(CaseStore(store))
 
     # Start and stop
 
@@ -103,6 +106,7 @@ class ChatService:
         Nobody is connected yet, so every open conversation and every volunteer
         with chats gets its grace period to come back.
         """
+        await self.availability.restart()
         open_conversations = await self.store.list_open_conversations()
         for conversation in open_conversations:
             if conversation.status == "queued":
@@ -139,6 +143,7 @@ class ChatService:
         for task in timers:
             task.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
+        await self.availability.stop()
         self._visitor_timers.clear()
         self._volunteer_timers.clear()
         self._http_presence.clear()
@@ -398,6 +403,7 @@ class ChatService:
             self.hub.add_volunteer(volunteer_id, peer)
             self._cancel_volunteer_timer(volunteer_id)
             self._announce_availability()
+            await self._record_availability(volunteer_id)
 
     async def hello(
         self, volunteer_id: int, display_name: str, peer: Peer, last_seq: dict[str, int]
@@ -444,6 +450,7 @@ class ChatService:
                 volunteer_id, {"type": "availability", "available": available}
             )
             self._announce_availability()
+            await self._record_availability(volunteer_id)
         logger.info(
             "volunteer %d is %s", volunteer_id, "available" if available else "away"
         )
@@ -538,6 +545,7 @@ class ChatService:
         if self.hub.remove_volunteer(volunteer_id, peer):
             self._start_volunteer_timer(volunteer_id)
             self._announce_availability()
+            await self._record_availability(volunteer_id)
 
     async def sign_out(self, volunteer_id: int) -> None:
         """Close the volunteer's sockets and hand their chats back at once."""
@@ -578,6 +586,7 @@ class ChatService:
                     )
                 self._announce_queue()
             self._announce_availability()
+            await self._record_availability(volunteer_id)
         if handed_back:
             logger.info(
                 "volunteer %d left; handed back %d conversations",
@@ -755,6 +764,14 @@ class ChatService:
                 self.hub.to_visitor(
                     conversation_id, {"type": "queued", "position": position}
                 )
+
+    async def _record_availability(self, volunteer_id: int) -> None:
+        """Record whether the volunteer is switched on and connected now."""
+        await self.availability.update(
+            volunteer_id,
+            self.pairing.is_available(volunteer_id)
+            and self.hub.volunteer_connected(volunteer_id),
+        )
 
     def _announce_availability(self) -> None:
         available = self.volunteers_available()

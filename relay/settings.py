@@ -7,10 +7,12 @@ import ipaddress
 import logging
 import os
 import secrets
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher
 from relay.mailsettings import DEFAULT_MAX_BYTES, MailSettingsError, parse_mail_settings
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
@@ -85,6 +87,8 @@ class Settings:
     mail_smtp_user: str = ""
     mail_smtp_password: str = dataclasses.field(default="", repr=False)
     mail_smtp_password_file: Path | None = None
+    timezone: str = "Europe/Malta"
+    opening_hours: str = "mon-sun 00:00-24:00"
 
     @property
     def public_origin(self) -> str:
@@ -128,6 +132,17 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
             f"{name}={value} is out of range; use {minimum} to {maximum}."
         )
     return value
+
+
+def _parse_timezone(raw: str) -> str:
+    name = raw.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"VSO_TIMEZONE={raw!r} is not a known IANA time zone, such as Europe/Malta."
+        ) from None
+    return name
 
 
 def _parse_seconds(name: str, raw: str) -> float:
@@ -348,6 +363,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values.update(parse_mail_settings(env))
     except MailSettingsError as error:
         raise SettingsError(str(error)) from None
+    if "VSO_TIMEZONE" in env:
+        values["timezone"] = _parse_timezone(env["VSO_TIMEZONE"])
+    if "VSO_OPENING_HOURS" in env:
+        try:
+            parse_opening_hours(env["VSO_OPENING_HOURS"])
+        except OpeningHoursError as error:
+            raise SettingsError(f"VSO_OPENING_HOURS is invalid: {error}") from None
+        values["opening_hours"] = env["VSO_OPENING_HOURS"].strip()
     database = values.get("database", Settings.database)
     database_path = Path(str(database))
     if "VSO_SECRET_KEY" in env:

@@ -1,7 +1,8 @@
 """SQLite storage through aiosqlite: schema, migrations and every query.
 
-Nothing outside this module writes SQL, so that another store (PostgreSQL) can
-stand beside it. Writes run one at a time under a lock, each in its own
+Nothing outside this module and ``relay/casestore.py`` (case notes and
+statistics, on this store's connection) writes SQL, so that another store
+(PostgreSQL) can stand beside it. Writes run one at a time under a lock, each in its own
 ``BEGIN IMMEDIATE`` transaction; the database runs in WAL mode.
 
 Messages are the exception: ``add_message`` calls that arrive while a write is
@@ -244,6 +245,113 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at)
         WHERE sent_at IS NULL;
+    """,
+    # Case notes and their labels, the post-chat question, volunteers' available
+    # time, and the numbers that statistics need. conversation_statistics keeps one
+    # row per conversation without text or tokens. When the conversation is
+    # deleted, the row stays and its link becomes NULL. Triggers fill it from
+    # every write to conversations. The first answer sets wait_seconds, which a
+    # hand-back and a new answer keep, and the end sets total_seconds.
+    # started_at keeps the minute only.
+    """
+    CREATE TABLE conversation_statistics (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT UNIQUE
+            REFERENCES conversations(id) ON DELETE SET NULL,
+        site_id INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        wait_seconds INTEGER,
+        total_seconds INTEGER,
+        end_reason TEXT,
+        feedback_given INTEGER NOT NULL DEFAULT 0,
+        helped INTEGER CHECK (helped IN (0, 1)),
+        rating INTEGER CHECK (rating BETWEEN 1 AND 5)
+    );
+    CREATE INDEX conversation_statistics_started
+        ON conversation_statistics (started_at);
+    INSERT INTO conversation_statistics
+        (conversation_id, site_id, channel, started_at, wait_seconds,
+         total_seconds, end_reason)
+        SELECT id, site_id, channel, substr(created_at, 1, 16) || 'Z',
+            CAST(round((julianday(assigned_at) - julianday(created_at)) * 86400)
+                AS INTEGER),
+            CAST(round((julianday(ended_at) - julianday(created_at)) * 86400)
+                AS INTEGER),
+            end_reason
+        FROM conversations;
+    CREATE TRIGGER conversation_statistics_start AFTER INSERT ON conversations
+    BEGIN
+        INSERT INTO conversation_statistics
+            (conversation_id, site_id, channel, started_at)
+        VALUES (NEW.id, NEW.site_id, NEW.channel,
+            substr(NEW.created_at, 1, 16) || 'Z');
+    END;
+    CREATE TRIGGER conversation_statistics_answer
+        AFTER UPDATE OF assigned_at ON conversations
+        WHEN NEW.assigned_at IS NOT NULL
+    BEGIN
+        UPDATE conversation_statistics SET wait_seconds = CAST(
+            round((julianday(NEW.assigned_at) - julianday(NEW.created_at)) * 86400)
+            AS INTEGER)
+        WHERE conversation_id = NEW.id AND wait_seconds IS NULL;
+    END;
+    CREATE TRIGGER conversation_statistics_end
+        AFTER UPDATE OF status ON conversations
+        WHEN NEW.status IN ('ended', 'abandoned') AND NEW.ended_at IS NOT NULL
+    BEGIN
+        UPDATE conversation_statistics SET end_reason = NEW.end_reason,
+            total_seconds = CAST(
+                round((julianday(NEW.ended_at) - julianday(NEW.created_at)) * 86400)
+                AS INTEGER)
+        WHERE conversation_id = NEW.id AND total_seconds IS NULL;
+    END;
+    CREATE TABLE case_labels (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('category', 'referral')),
+        name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        retired_at TEXT,
+        UNIQUE (kind, name)
+    );
+    INSERT INTO case_labels (kind, name, position) VALUES
+        ('category', 'Theft or burglary', 1),
+        ('category', 'Assault', 2),
+        ('category', 'Domestic violence', 3),
+        ('category', 'Sexual violence', 4),
+        ('category', 'Harassment or stalking', 5),
+        ('category', 'Online fraud or cybercrime', 6),
+        ('category', 'Hate crime', 7),
+        ('category', 'Trafficking', 8),
+        ('category', 'Other', 9),
+        ('referral', 'Police', 1),
+        ('referral', 'Legal aid', 2),
+        ('referral', 'Victim Support Agency', 3),
+        ('referral', 'Supportline 179', 4),
+        ('referral', 'Another listed service', 5);
+    CREATE TABLE statistic_labels (
+        statistic_id INTEGER NOT NULL
+            REFERENCES conversation_statistics(id) ON DELETE CASCADE,
+        label_id INTEGER NOT NULL REFERENCES case_labels(id),
+        PRIMARY KEY (statistic_id, label_id)
+    );
+    CREATE TABLE case_notes (
+        conversation_id TEXT PRIMARY KEY
+            REFERENCES conversations(id) ON DELETE CASCADE,
+        note TEXT NOT NULL,
+        author_id INTEGER REFERENCES volunteers(id) ON DELETE SET NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE availability_intervals (
+        id INTEGER PRIMARY KEY,
+        volunteer_id INTEGER REFERENCES volunteers(id) ON DELETE SET NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX availability_intervals_open ON availability_intervals (volunteer_id)
+        WHERE ended_at IS NULL;
+    CREATE INDEX availability_intervals_started
+        ON availability_intervals (started_at);
     """,
 )
 
@@ -1101,17 +1209,26 @@ class Store:
     # Conversations
 
     async def create_conversation(
-        self, conversation_id: str, site_id: int, token_hash: str
+        self,
+        conversation_id: str,
+        site_id: int,
+        token_hash: str,
+        at: str | None = None,
+        channel: str = "chat",
     ) -> Conversation:
-        """Insert a queued conversation at the back of the queue."""
-        now = utc_now()
+        """Insert a queued conversation at the back of the queue.
+
+        ``at`` (ISO 8601 UTC, as ``utc_now``) replaces the current time, for
+        imports and generated test data.
+        """
+        now = at or utc_now()
         async with self._transaction() as tx:
             await tx.execute(
                 "INSERT INTO conversations"
-                " (id, site_id, status, token_hash, queue_key, created_at)"
-                " VALUES (?, ?, 'queued', ?,"
+                " (id, site_id, channel, status, token_hash, queue_key, created_at)"
+                " VALUES (?, ?, ?, 'queued', ?,"
                 "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?)",
-                (conversation_id, site_id, token_hash, now),
+                (conversation_id, site_id, channel, token_hash, now),
             )
         conversation = await self.get_conversation(conversation_id)
         if conversation is None:
@@ -1141,7 +1258,7 @@ class Store:
         return [_conversation(row) for row in rows]
 
     async def assign_conversation(
-        self, conversation_id: str, volunteer_id: int
+        self, conversation_id: str, volunteer_id: int, at: str | None = None
     ) -> bool:
         """Mark a queued conversation active with a volunteer.
 
@@ -1152,7 +1269,7 @@ class Store:
             cursor = await tx.execute(
                 "UPDATE conversations SET status = 'active', volunteer_id = ?,"
                 " assigned_at = ? WHERE id = ? AND status = 'queued'",
-                (volunteer_id, utc_now(), conversation_id),
+                (volunteer_id, at or utc_now(), conversation_id),
             )
             return cursor.rowcount == 1
 
@@ -1175,7 +1292,7 @@ class Store:
                 )
 
     async def end_conversation(
-        self, conversation_id: str, status: str, reason: str
+        self, conversation_id: str, status: str, reason: str, at: str | None = None
     ) -> bool:
         """Close an open conversation as ``ended`` or ``abandoned``.
 
@@ -1187,7 +1304,7 @@ class Store:
             cursor = await tx.execute(
                 "UPDATE conversations SET status = ?, end_reason = ?, ended_at = ?"
                 " WHERE id = ? AND status IN ('queued', 'active')",
-                (status, reason, utc_now(), conversation_id),
+                (status, reason, at or utc_now(), conversation_id),
             )
             return cursor.rowcount == 1
 
@@ -1964,7 +2081,15 @@ class _Tx:
             return list(await cursor.fetchall())
 
     async def executescript_in_transaction(self, script: str) -> None:
-        """Run each statement of a script; ``executescript`` would commit first."""
-        for statement in script.split(";"):
-            if statement.strip():
-                await self._db.execute(statement)
+        """Run each statement of a script; ``executescript`` would commit first.
+
+        A statement ends at a semicolon that completes it, so the semicolons
+        inside a trigger's ``BEGIN … END`` do not split it.
+        """
+        statement = ""
+        for piece in script.split(";"):
+            statement += piece + ";"
+            if sqlite3.complete_statement(statement):
+                if statement.strip(" \n;"):
+                    await self._db.execute(statement)
+                statement = ""

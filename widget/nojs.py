@@ -113,6 +113,7 @@ async def render_chat(
     draft: str = "",
     ended_reason: str | None = None,
     delete_token: str | None = None,
+    feedback_done: bool = False,
     status_code: int = 200,
 ) -> Response:
     """Render the chat page in one phase: welcome, unavailable, ended, conversation.
@@ -141,6 +142,7 @@ async def render_chat(
         "error": error,
         "resume_token": None,
         "delete_token": delete_token if phase == "ended" else None,
+        "feedback_done": feedback_done,
         "max_chars": services.settings.max_message_chars,
         **_safety_context(site),
     }

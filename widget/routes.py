@@ -27,7 +27,7 @@ from relay.services import Services, get_services
 from relay.sites import DEFAULT_EXIT_URL, inline_snippet
 from relay.store import Site
 from relay.transport import open_peer, receive_frames
-from widget import brand, messages, nojs
+from widget import brand, feedback, messages, nojs
 
 logger = logging.getLogger("widget")
 
@@ -289,6 +289,7 @@ routes: list[BaseRoute] = [
     Route("/chat", chat_page, methods=["GET"]),
     Route("/safety", safety_page, methods=["GET"]),
     Route("/chat/delete", delete_form, methods=["POST"]),
+    Route("/chat/feedback", feedback.feedback_form, methods=["POST"]),
     Route("/chat/nojs/start", nojs.start, methods=["POST"]),
     Route("/chat/nojs/send", nojs.send, methods=["POST"]),
     Route("/chat/nojs/end", nojs.end, methods=["POST"]),

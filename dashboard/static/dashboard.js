@@ -534,6 +534,7 @@ function handleDeleted(frame) {
     return;
   }
   markChatEnded(chat, 'deleted');
+  chat.elements.notesLink.hidden = true;
   chat.elements.log.replaceChildren();
   chat.elements.endedReason.textContent = ENDED_REASON_TEXT.deleted;
 }
@@ -872,6 +873,7 @@ function buildChatPanel(chat) {
     endedTitle: endedNotice.title,
     endedReason: endedNotice.reason,
     closeButton: endedNotice.closeButton,
+    notesLink: endedNotice.notesLink,
     form: replyForm.element,
     textarea: replyForm.textarea,
     hint: replyForm.hint,
@@ -943,8 +945,15 @@ function buildEndedNotice(chat) {
   closeButton.textContent = 'Close';
   closeButton.addEventListener('click', () => closeChat(chat));
 
-  element.append(title, reason, closeButton);
-  return { element, title, reason, closeButton };
+  // The case note form opens in a new tab, so that this dashboard stays connected.
+  const notesLink = document.createElement('a');
+  notesLink.className = 'notes-link';
+  notesLink.href = `/dashboard/notes/${encodeURIComponent(chat.conversation)}`;
+  notesLink.target = '_blank';
+  notesLink.textContent = 'Write the case note';
+
+  element.append(title, reason, notesLink, closeButton);
+  return { element, title, reason, closeButton, notesLink };
 }
 
 function buildReplyForm(chat, panelId) {
@@ -1353,6 +1362,8 @@ function markChatEnded(chat, reason) {
   elements.panel.classList.add('ended');
   elements.visitorStatus.hidden = true;
   elements.endedReason.textContent = reasonText;
+  // A chat handed back belongs to whoever answers it next; a deleted one has no note.
+  elements.notesLink.hidden = reason === 'handed_back' || reason === 'deleted';
   elements.endedNotice.hidden = false;
   clearChatAlert(chat);
   setReplyFormEnabled(chat, false);

@@ -61,6 +61,9 @@ const dom = {
   deleteYes: getElement("delete-yes"),
   deleteNo: getElement("delete-no"),
   deletedText: getElement("deleted-text"),
+  feedbackForm: getElement("feedback-form"),
+  feedbackToken: getElement("feedback-token"),
+  feedbackThanks: getElement("feedback-thanks"),
   errorText: getElement("error-text"),
   form: getElement("message-form"),
   input: getElement("message-input"),
@@ -766,6 +769,11 @@ function render() {
   dom.transcript.hidden = !(phase === "chatting" || (hasMessages && (phase === "waiting" || phase === "ended")));
   dom.endedState.hidden = phase !== "ended";
   dom.deleteControls.hidden = phase !== "ended" || !state.deleteToken;
+  // feedback.js posts the form and stores in data-answered the token it answered for.
+  const answered = Boolean(state.deleteToken) && dom.feedbackForm.dataset.answered === state.deleteToken;
+  dom.feedbackToken.value = state.deleteToken ?? "";
+  dom.feedbackForm.hidden = phase !== "ended" || !state.deleteToken || answered;
+  dom.feedbackThanks.hidden = phase !== "ended" || !answered;
   dom.form.hidden = phase !== "chatting" && phase !== "waiting";
   dom.endButton.hidden = phase !== "waiting" && phase !== "chatting";
   // The unavailable notices carry their own emergency line.
