@@ -179,6 +179,69 @@ class PairingMachine(RuleBasedStateMachine):
         self.queue.remove(conversation)
         self.volunteers[volunteer].conversations.append(conversation)
 
+    def expected_transfer_error(self, conversation: str, volunteer: int) -> str | None:
+        """Return the code ``transfer`` must raise, in the documented order."""
+        owner = self.model_owner(conversation)
+        model = self.volunteers.get(volunteer)
+        if owner is None or model is None:
+            return "not_found"
+        if owner == volunteer:
+            return "same_volunteer"
+        if not model.available:
+            return "not_available"
+        if len(model.conversations) >= model.capacity:
+            return "at_capacity"
+        return None
+
+    @rule(data=st.data())
+    def transfer_any(self, data: st.DataObject) -> None:
+        """Transfer a random conversation to a random volunteer, valid or not."""
+        conversation = data.draw(
+            st.sampled_from([*self.arrivals, NEVER_ENQUEUED]), label="conversation"
+        )
+        volunteer = self.draw_volunteer(data)
+        expected_code = self.expected_transfer_error(conversation, volunteer)
+        before = self.snapshot()
+        if expected_code is None:
+            owner = self.model_owner(conversation)
+            assert owner is not None
+            assert self.pairing.transfer(conversation, volunteer) == owner
+            self.volunteers[owner].conversations.remove(conversation)
+            self.volunteers[volunteer].conversations.append(conversation)
+            return
+        with pytest.raises(PairingError) as raised:
+            self.pairing.transfer(conversation, volunteer)
+        assert raised.value.code == expected_code
+        assert self.snapshot() == before
+
+    @precondition(
+        lambda self: any(model.conversations for model in self.volunteers.values())
+    )
+    @rule(data=st.data())
+    def transfer_valid(self, data: st.DataObject) -> None:
+        """Transfer an assigned conversation to another volunteer with room."""
+        assigned = sorted(
+            conversation
+            for model in self.volunteers.values()
+            for conversation in model.conversations
+        )
+        conversation = data.draw(st.sampled_from(assigned), label="conversation")
+        owner = self.model_owner(conversation)
+        ready = sorted(
+            volunteer
+            for volunteer, model in self.volunteers.items()
+            if volunteer != owner
+            and model.available
+            and len(model.conversations) < model.capacity
+        )
+        if not ready:
+            return
+        volunteer = data.draw(st.sampled_from(ready), label="volunteer")
+        assert self.pairing.transfer(conversation, volunteer) == owner
+        assert owner is not None
+        self.volunteers[owner].conversations.remove(conversation)
+        self.volunteers[volunteer].conversations.append(conversation)
+
     @precondition(lambda self: bool(self.volunteers))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
