@@ -11,7 +11,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import two_factor
+from dashboard import supervision, two_factor
+from dashboard.access import has_role
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -153,6 +154,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     chat = services.chat
     peer = open_peer(websocket, "volunteer")
     await chat.volunteer_connected(volunteer.id, volunteer.capacity, peer)
+    if has_role(volunteer, "supervisor"):
+        services.supervision.supervisor_connected(volunteer.id, peer)
     max_chars = services.settings.max_message_chars
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
@@ -182,8 +185,12 @@ async def dashboard_socket(websocket: WebSocket) -> None:
                 await chat.hello(
                     volunteer.id, volunteer.display_name, peer, frame.last_seq
                 )
+                await services.supervision.send_whispers_to(volunteer.id, peer)
             case protocol.Availability():
-                await chat.set_availability(volunteer.id, frame.available)
+                if frame.available and services.supervision.on_break(volunteer.id):
+                    await services.supervision.end_break(volunteer.id)
+                else:
+                    await chat.set_availability(volunteer.id, frame.available)
             case protocol.Accept():
                 await chat.accept(volunteer.id, frame.conversation)
             case protocol.Send():
@@ -193,10 +200,13 @@ async def dashboard_socket(websocket: WebSocket) -> None:
             case protocol.Block():
                 blocked = await chat.volunteer_block(volunteer.id, frame.conversation)
                 services.guard.block(blocked)
+            case _:
+                await supervision.handle_frame(services, volunteer, peer, frame)
 
     try:
         await receive_frames(websocket, peer, handle)
     finally:
+        services.supervision.supervisor_disconnected(volunteer.id, peer)
         await chat.volunteer_disconnected(volunteer.id, peer)
         await peer.stop()
         logger.info("volunteer socket %s closed", peer.id)
@@ -207,6 +217,7 @@ routes: list[BaseRoute] = [
     Route("/dashboard/login", login, methods=["POST"]),
     Route("/dashboard/logout", logout, methods=["POST"]),
     *two_factor.routes,
+    *supervision.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

@@ -34,6 +34,7 @@ from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
 from relay.store import Store, StoreError
+from relay.supervision import Supervision
 
 logger = logging.getLogger("relay.app")
 
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
             nojs=NoScriptVisitors(
                 chat, settings.secret_key, settings.max_message_chars
             ),
+            supervision=Supervision(store, hub, chat, settings.break_seconds),
         )
         purges = asyncio.create_task(
             run_purges(store, settings.retention_days, settings.purge_interval_seconds),
@@ -142,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
             if count:
                 logger.info("closing %d connections", count)
             hub.close_all(protocol.CLOSE_SERVICE_RESTART)
+            await app.state.services.supervision.stop()
             await chat.stop()
             await store.close()
             logger.info("relay stopped")

@@ -13,6 +13,7 @@ from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
 from relay.settings import Settings
 from relay.store import Store
+from relay.supervision import Supervision
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
     signer: Signer
     guard: Guard
     nojs: NoScriptVisitors
+    supervision: Supervision
 
 
 def get_services(connection: HTTPConnection) -> Services:

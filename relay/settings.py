@@ -63,6 +63,7 @@ class Settings:
     ws_ping_seconds: float = 20.0
     log_format: str = "text"
     metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    break_seconds: int = 600
 
     @property
     def public_origin(self) -> str:
@@ -263,6 +264,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "VSO_DEFAULT_CAPACITY" in env:
         values["default_capacity"] = _parse_int(
             "VSO_DEFAULT_CAPACITY", env["VSO_DEFAULT_CAPACITY"], 1, 20
+        )
+    if "VSO_BREAK_SECONDS" in env:
+        values["break_seconds"] = _parse_int(
+            "VSO_BREAK_SECONDS", env["VSO_BREAK_SECONDS"], 1, 7200
         )
     if "VSO_MAX_MESSAGE_CHARS" in env:
         values["max_message_chars"] = _parse_int(
