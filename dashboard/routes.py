@@ -45,6 +45,7 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
+            "is_supervisor": has_role(volunteer, "supervisor"),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -186,6 +187,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
                     volunteer.id, volunteer.display_name, peer, frame.last_seq
                 )
                 await services.supervision.send_whispers_to(volunteer.id, peer)
+                if has_role(volunteer, "supervisor"):
+                    await services.supervision.send_open_alerts(peer)
             case protocol.Availability():
                 if frame.available and services.supervision.on_break(volunteer.id):
                     await services.supervision.end_break(volunteer.id)

@@ -246,6 +246,11 @@ class Supervision:
         if on_break is not None:
             peer.send({"type": "break", "until": on_break[0]})
 
+    async def send_open_alerts(self, peer: Peer) -> None:
+        """Send a supervisor's dashboard every alert not acknowledged yet."""
+        for alert in await self.store.open_support_alerts():
+            peer.send({"type": "support_alert", **await self._alert_entry(alert)})
+
     async def _whisper_frame(self, whisper: Whisper) -> dict[str, Any]:
         author = (
             await self.chat.display_name(whisper.supervisor_id)
