@@ -114,7 +114,9 @@ async def handle_frame(
 async def _check_supervisor(services: Services, volunteer_id: int, name: str) -> None:
     current = await services.store.get_volunteer(volunteer_id)
     if current is None or not current.active or not has_role(current, "supervisor"):
-        logger.warning("volunteer %d refused the frame %s", volunteer_id, name)
+        logger.warning(
+            "volunteer %d rejected: %s needs a supervisor", volunteer_id, name
+        )
         raise ProtocolError("forbidden", "Only supervisors can do this.")
 
 

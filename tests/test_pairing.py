@@ -549,3 +549,50 @@ def test_requeue_front_keeps_order() -> None:
     pairing.requeue_front(["a", "b"])
 
     assert pairing.queue == ["a", "b", "c"]
+
+
+def test_transfer_moves_to_end_of_new_list() -> None:
+    pairing = Pairing()
+    for volunteer in (1, 2):
+        pairing.add_volunteer(volunteer, 2)
+        pairing.set_available(volunteer, True)
+    for conversation in ("a", "b", "c"):
+        pairing.enqueue(conversation)
+    pairing.accept(1, "a")
+    pairing.accept(2, "b")
+
+    previous = pairing.transfer("a", 2)
+
+    assert previous == 1
+    assert pairing.conversations_of(1) == []
+    assert pairing.conversations_of(2) == ["b", "a"]
+    assert pairing.volunteer_of("a") == 2
+    assert pairing.queue == ["c"]
+
+
+def test_transfer_waiting_conversation_raises_not_found() -> None:
+    pairing = Pairing()
+    pairing.add_volunteer(1, 1)
+    pairing.set_available(1, True)
+    pairing.enqueue("a")
+
+    with pytest.raises(PairingError) as raised:
+        pairing.transfer("a", 1)
+
+    assert raised.value.code == "not_found"
+    assert pairing.queue == ["a"]
+
+
+def test_transfer_to_away_volunteer_keeps_assignment() -> None:
+    pairing = Pairing()
+    pairing.add_volunteer(1, 1)
+    pairing.add_volunteer(2, 1)
+    pairing.set_available(1, True)
+    pairing.enqueue("a")
+    pairing.accept(1, "a")
+
+    with pytest.raises(PairingError) as raised:
+        pairing.transfer("a", 2)
+
+    assert raised.value.code == "not_available"
+    assert pairing.volunteer_of("a") == 1

@@ -832,3 +832,14 @@ async def test_hard_chat_of_other_volunteer_rejected(relay: RelayServer) -> None
     error = await alex_client.expect("error")
 
     assert error["code"] == "not_found"
+
+
+async def test_role_taken_away_applies_to_open_socket(relay: RelayServer) -> None:
+    watcher = await supervisor(relay)
+    with sqlite3.connect(relay.database) as db:
+        db.execute("UPDATE volunteers SET role = 'volunteer' WHERE username = 'sofia'")
+
+    await watcher.send({"type": "supervise"})
+    error = await watcher.expect("error")
+
+    assert error["code"] == "forbidden"

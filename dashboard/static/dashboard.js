@@ -572,12 +572,16 @@ function handleEnded(frame) {
   if (!chat) {
     return;
   }
+  const hadPendingReplies = chat.pending.size > 0;
   markChatEnded(chat, frame.reason);
   chat.elements.hardChat.hidden = NOT_MARKABLE_REASONS.has(frame.reason);
   if (frame.reason === 'transferred') {
-    // The chat goes on with the new volunteer, so its panel closes here.
     showNotice(`A supervisor transferred the chat with ${chat.label} to another volunteer.`);
-    closeChat(chat);
+    // The chat goes on with the new volunteer, so its panel closes here, unless it
+    // shows replies that were not sent and whose text would be lost.
+    if (!hadPendingReplies) {
+      closeChat(chat);
+    }
   }
 }
 

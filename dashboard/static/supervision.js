@@ -347,8 +347,8 @@ function handleWatching(frame) {
     return;
   }
   setJoined(frame.joined === true);
-  const who = frame.volunteer ? `with ${frame.volunteer}` : 'without a volunteer';
-  ui.panelStatus.textContent = `${frame.status}, ${who}`;
+  const assignee = frame.volunteer ? `with ${frame.volunteer}` : 'without a volunteer';
+  ui.panelStatus.textContent = `${frame.status}, ${assignee}`;
 }
 
 function setJoined(joined) {
