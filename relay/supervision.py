@@ -373,8 +373,9 @@ class Supervision:
         """Alert every connected supervisor about one of the volunteer's chats.
 
         The volunteer gets ``support_requested`` with how many supervisors are
-        online, so the dashboard can say when nobody is. Raises
-        ``ProtocolError`` (``forbidden``) for a conversation not theirs.
+        online, so the dashboard can say when nobody is. Asking again while the
+        chat's alert is open sends that alert again instead of storing another.
+        Raises ``ProtocolError`` (``forbidden``) for a conversation not theirs.
         """
         if self.chat.pairing.volunteer_of(conversation_id) != volunteer_id:
             raise ProtocolError(
@@ -382,7 +383,16 @@ class Supervision:
                 "This conversation is not one of yours.",
                 conversation=conversation_id,
             )
-        alert = await self.store.add_support_alert(volunteer_id, conversation_id)
+        open_alerts = [
+            alert
+            for alert in await self.store.open_support_alerts()
+            if alert.conversation_id == conversation_id
+            and alert.volunteer_id == volunteer_id
+        ]
+        if open_alerts:
+            alert = open_alerts[0]
+        else:
+            alert = await self.store.add_support_alert(volunteer_id, conversation_id)
         entry = await self._alert_entry(alert)
         self._to_supervisors({"type": "support_alert", **entry})
         online = self.supervisors_online()

@@ -843,3 +843,22 @@ async def test_role_taken_away_applies_to_open_socket(relay: RelayServer) -> Non
     error = await watcher.expect("error")
 
     assert error["code"] == "forbidden"
+
+
+async def test_need_support_twice_keeps_one_alert(relay: RelayServer) -> None:
+    watcher = await supervisor(relay)
+    volunteer_client = await sam(relay)
+    _, conversation = await paired(relay, volunteer_client)
+
+    for _ in range(2):
+        await volunteer_client.send(
+            {"type": "need_support", "conversation": conversation}
+        )
+        await volunteer_client.expect("support_requested")
+    first = await watcher.expect("support_alert")
+    second = await watcher.expect("support_alert")
+
+    assert first["id"] == second["id"]
+    with sqlite3.connect(relay.database) as db:
+        stored = db.execute("SELECT COUNT(*) FROM support_alerts").fetchone()[0]
+    assert stored == 1
