@@ -232,6 +232,9 @@ def test_transfer_moves_chat_between_dashboards(
     expect(
         visitor.get_by_role("heading", name="You are chatting with Alex")
     ).to_be_visible()
+    expect(
+        visitor.get_by_text("Another volunteer continues this chat with you.")
+    ).to_be_visible()
     visitor.get_by_label("Message").fill("After the transfer")
     visitor.get_by_role("button", name="Send").click()
     expect(alex_panel.get_by_text("After the transfer")).to_be_visible()
