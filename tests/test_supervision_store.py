@@ -1,6 +1,6 @@
 """The supervision tables of ``relay.store`` on a real SQLite file: whispers,
-hard chats, support alerts, availability periods and the volunteers' load; and
-the parsing of the supervision and wellbeing frames."""
+hard chats, support alerts, availability periods and the volunteers' load.
+Also the parsing of the supervision and wellbeing frames."""
 
 from __future__ import annotations
 
