@@ -97,6 +97,11 @@ def test_whisper_seen_by_volunteer_never_by_visitor(
 
     expect(panel.get_by_text(WHISPER)).to_be_visible()
     expect(panel.get_by_text("Whisper from Sofia", exact=False)).to_be_visible()
+    # Set apart from the messages, and saying the visitor does not see it.
+    expect(panel.locator(".message.whisper")).to_contain_text(WHISPER)
+    expect(panel.locator(".message.whisper")).to_contain_text(
+        "the visitor does not see this"
+    )
     panel.get_by_label("Reply").fill("Thank you for telling me.")
     panel.get_by_role("button", name="Send").click()
     expect(visitor.get_by_text("Thank you for telling me.")).to_be_visible()
