@@ -20,6 +20,7 @@ from dashboard import (
     mail,
     site_admin,
     statistics,
+    supervision,
     two_factor,
 )
 from dashboard.access import has_role
@@ -57,6 +58,7 @@ async def dashboard_page(request: Request) -> Response:
             "totp_enabled": volunteer.totp_enabled,
             "is_admin": volunteer.role == "admin",
             "can_see_statistics": has_role(volunteer, "supervisor"),
+            "is_supervisor": has_role(volunteer, "supervisor"),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -166,6 +168,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     chat = services.chat
     peer = open_peer(websocket, "volunteer")
     await chat.volunteer_connected(volunteer.id, volunteer.capacity, peer)
+    if has_role(volunteer, "supervisor"):
+        services.supervision.supervisor_connected(volunteer.id, peer)
     max_chars = services.settings.max_message_chars
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
@@ -198,8 +202,14 @@ async def dashboard_socket(websocket: WebSocket) -> None:
                 await chat.hello(
                     volunteer.id, volunteer.display_name, peer, frame.last_seq
                 )
+                await services.supervision.send_whispers_to(volunteer.id, peer)
+                if has_role(volunteer, "supervisor"):
+                    await services.supervision.send_open_alerts(peer)
             case protocol.Availability():
-                await chat.set_availability(volunteer.id, frame.available)
+                if frame.available and services.supervision.on_break(volunteer.id):
+                    await services.supervision.end_break(volunteer.id)
+                else:
+                    await chat.set_availability(volunteer.id, frame.available)
             case protocol.Accept():
                 await chat.accept(volunteer.id, frame.conversation)
             case protocol.Send():
@@ -209,10 +219,13 @@ async def dashboard_socket(websocket: WebSocket) -> None:
             case protocol.Block():
                 blocked = await chat.volunteer_block(volunteer.id, frame.conversation)
                 services.guard.block(blocked)
+            case _:
+                await supervision.handle_frame(services, volunteer, peer, frame)
 
     try:
         await receive_frames(websocket, peer, handle)
     finally:
+        services.supervision.supervisor_disconnected(volunteer.id, peer)
         await chat.volunteer_disconnected(volunteer.id, peer)
         await peer.stop()
         logger.info("volunteer socket %s closed", peer.id)
@@ -231,6 +244,7 @@ routes: list[BaseRoute] = [
     *mail.routes,
     *casework.routes,
     *statistics.routes,
+    *supervision.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

@@ -36,6 +36,7 @@ from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
 from relay.store import Store, StoreError
+from relay.supervision import Supervision
 
 logger = logging.getLogger("relay.app")
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> Starlette:
                 notifier=mail,
             ),
             mail=mail,
+            supervision=Supervision(store, hub, chat, settings.break_seconds),
         )
         if mail is not None:
             mail.start()
@@ -155,6 +157,7 @@ def create_app(settings: Settings) -> Starlette:
             if count:
                 logger.info("closing %d connections", count)
             hub.close_all(protocol.CLOSE_SERVICE_RESTART)
+            await app.state.services.supervision.stop()
             await chat.stop()
             await app.state.services.inbox.stop()
             if mail is not None:

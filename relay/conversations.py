@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from relay import metrics, protocol
 from relay.availability import AvailabilityLog
@@ -66,6 +66,21 @@ def message_frame(message: Message, author: str | None) -> dict[str, Any]:
     return frame
 
 
+class ChatObserver(Protocol):
+    """What supervision hears from ``ChatService``; calls must not block."""
+
+    def conversations_changed(self) -> None:
+        """Note that the queue, an assignment, a presence or a count changed."""
+
+    def message_stored(self, conversation_id: str, frame: dict[str, Any]) -> None:
+        """Receive the ``message`` frame of a message stored just now."""
+
+    def conversation_transferred(
+        self, conversation_id: str, previous: int, volunteer: int
+    ) -> None:
+        """Note that a conversation moved from ``previous`` to ``volunteer``."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Grace periods, in seconds, before a dropped side counts as gone."""
@@ -97,6 +112,9 @@ class ChatService:
         # The transport a conversation's visitor used last, "script" or "noscript".
         self._transports: dict[str, str] = {}
         self.availability = AvailabilityLog(CaseStore(store))
+        # Supervisors who joined a conversation and may write to its visitor.
+        self._joined: dict[str, set[int]] = {}
+        self.observer: ChatObserver | None = None
 
     # Start and stop
 
@@ -350,6 +368,8 @@ class ChatService:
         after = self._presence(conversation_id)
         self._transports[conversation_id] = after[1]
         volunteer = self.pairing.volunteer_of(conversation_id)
+        if after != before:
+            self._changed()
         if after != before and volunteer is not None:
             self.hub.to_volunteer(
                 volunteer,
@@ -404,6 +424,7 @@ class ChatService:
             self._cancel_volunteer_timer(volunteer_id)
             self._announce_availability()
             await self._record_availability(volunteer_id)
+        self._changed()
 
     async def hello(
         self, volunteer_id: int, display_name: str, peer: Peer, last_seq: dict[str, int]
@@ -451,6 +472,7 @@ class ChatService:
             )
             self._announce_availability()
             await self._record_availability(volunteer_id)
+        self._changed()
         logger.info(
             "volunteer %d is %s", volunteer_id, "available" if available else "away"
         )
@@ -546,6 +568,7 @@ class ChatService:
             self._start_volunteer_timer(volunteer_id)
             self._announce_availability()
             await self._record_availability(volunteer_id)
+            self._changed()
 
     async def sign_out(self, volunteer_id: int) -> None:
         """Close the volunteer's sockets and hand their chats back at once."""
@@ -557,6 +580,8 @@ class ChatService:
         """Return a departed volunteer's chats to the front of the queue."""
         async with self._pairing_lock:
             handed_back = self.pairing.release(volunteer_id)
+            for conversation_id in handed_back:
+                self._joined.pop(conversation_id, None)
             try:
                 await self.store.set_volunteer_available(volunteer_id, False)
             except StoreError:
@@ -587,12 +612,178 @@ class ChatService:
                 self._announce_queue()
             self._announce_availability()
             await self._record_availability(volunteer_id)
+        self._changed()
         if handed_back:
             logger.info(
                 "volunteer %d left; handed back %d conversations",
                 volunteer_id,
                 len(handed_back),
             )
+
+    # Supervision
+
+    def may_write(self, conversation_id: str, volunteer_id: int) -> bool:
+        """Return True for the assigned volunteer and for supervisors who joined."""
+        return self.pairing.volunteer_of(
+            conversation_id
+        ) == volunteer_id or volunteer_id in self._joined.get(conversation_id, ())
+
+    def joined(self, conversation_id: str) -> set[int]:
+        """Return the supervisors who joined a conversation."""
+        return set(self._joined.get(conversation_id, ()))
+
+    async def join(self, conversation_id: str, supervisor_id: int) -> None:
+        """Let a supervisor write to the visitor of an active conversation.
+
+        Raises ``ProtocolError`` (``not_found``) unless a volunteer has it. The
+        volunteer gets ``supervisor_joined``; the visitor sees the supervisor's
+        display name on their messages.
+        """
+        async with self._lock(conversation_id):
+            volunteer = self.pairing.volunteer_of(conversation_id)
+            if volunteer is None:
+                raise ProtocolError(
+                    "not_found",
+                    "Only a conversation with a volunteer can be joined.",
+                    conversation=conversation_id,
+                )
+            self._joined.setdefault(conversation_id, set()).add(supervisor_id)
+            self.hub.to_volunteer(
+                volunteer,
+                {
+                    "type": "supervisor_joined",
+                    "conversation": conversation_id,
+                    "name": await self._display_name(supervisor_id),
+                },
+            )
+        self._changed()
+        logger.info(
+            "supervisor %d joined conversation %s", supervisor_id, conversation_id
+        )
+
+    async def leave(self, conversation_id: str, supervisor_id: int) -> None:
+        """Stop a supervisor writing to a conversation; leaving twice is harmless."""
+        async with self._lock(conversation_id):
+            joined = self._joined.get(conversation_id, set())
+            if supervisor_id not in joined:
+                return
+            joined.discard(supervisor_id)
+            if not joined:
+                del self._joined[conversation_id]
+            volunteer = self.pairing.volunteer_of(conversation_id)
+            if volunteer is not None:
+                self.hub.to_volunteer(
+                    volunteer,
+                    {
+                        "type": "supervisor_left",
+                        "conversation": conversation_id,
+                        "name": await self._display_name(supervisor_id),
+                    },
+                )
+        self._changed()
+        logger.info(
+            "supervisor %d left conversation %s", supervisor_id, conversation_id
+        )
+
+    async def supervisor_send(self, supervisor_id: int, send: protocol.Send) -> None:
+        """Store and deliver a joined supervisor's message to the visitor."""
+        conversation_id = send.conversation
+        if conversation_id is None or supervisor_id not in self._joined.get(
+            conversation_id, ()
+        ):
+            raise ProtocolError(
+                "forbidden",
+                "Join this conversation before writing to the visitor.",
+                client_id=send.client_id,
+                conversation=conversation_id,
+            )
+        await self._store_and_deliver(conversation_id, "volunteer", send, supervisor_id)
+
+    async def transfer(self, conversation_id: str, to_volunteer: int) -> int:
+        """Move an active conversation to another connected, available volunteer.
+
+        Pairing and the store change under the pairing and conversation locks,
+        so each message goes either to the previous volunteer before the
+        switch (and reaches the new one in the history) or to the new one
+        after it. The previous volunteer gets ``ended`` with reason
+        ``transferred``; the new one gets ``assigned`` and the history; the
+        visitor gets ``assigned`` with the new display name. Returns the
+        previous volunteer. Raises ``ProtocolError`` with the codes of
+        ``Pairing.transfer``, or ``not_available`` when the new volunteer has
+        no dashboard open.
+        """
+        async with self._pairing_lock, self._lock(conversation_id):
+            if not self.hub.volunteer_connected(to_volunteer):
+                raise ProtocolError(
+                    "not_available",
+                    "That volunteer has no dashboard open.",
+                    conversation=conversation_id,
+                )
+            try:
+                previous = self.pairing.transfer(conversation_id, to_volunteer)
+            except PairingError as error:
+                raise ProtocolError(
+                    error.code, str(error), conversation=conversation_id
+                ) from None
+            try:
+                stored = await self.store.transfer_conversation(
+                    conversation_id, previous, to_volunteer
+                )
+            except StoreError:
+                self._undo_transfer(conversation_id, previous)
+                raise
+            if not stored:
+                self._undo_transfer(conversation_id, previous)
+                raise ProtocolError(
+                    "not_found",
+                    "This conversation is no longer active.",
+                    conversation=conversation_id,
+                )
+            self.hub.to_volunteer(
+                previous, self._ended_frame(conversation_id, "transferred")
+            )
+            conversation = await self.store.get_conversation(conversation_id)
+            self.hub.to_volunteer(
+                to_volunteer,
+                {
+                    "type": "assigned",
+                    "conversation": conversation_id,
+                    "started_at": conversation.assigned_at if conversation else None,
+                    "visitor_connected": self.visitor_present(conversation_id),
+                    "transport": self.transport_of(conversation_id),
+                    "transferred": True,
+                },
+            )
+            for message in await self.store.messages_after(conversation_id, 0):
+                frame = await self._volunteer_frame(message, to_volunteer)
+                self.hub.to_volunteer(to_volunteer, frame)
+            if self.observer is not None:
+                self.observer.conversation_transferred(
+                    conversation_id, previous, to_volunteer
+                )
+            self.hub.to_visitor(
+                conversation_id,
+                {
+                    "type": "assigned",
+                    "volunteer": await self._display_name(to_volunteer),
+                },
+            )
+        self._changed()
+        logger.info(
+            "conversation %s transferred from volunteer %d to volunteer %d",
+            conversation_id,
+            previous,
+            to_volunteer,
+        )
+        return previous
+
+    def _undo_transfer(self, conversation_id: str, previous: int) -> None:
+        self.pairing.remove(conversation_id)
+        self.pairing.assign(previous, conversation_id)
+
+    def _changed(self) -> None:
+        if self.observer is not None:
+            self.observer.conversations_changed()
 
     # Shared
 
@@ -613,7 +804,9 @@ class ChatService:
                 self.hub.to_volunteer(volunteer, frame)
             if was_waiting:
                 self._announce_queue()
+            self._joined.pop(conversation_id, None)
         self._conversation_locks.pop(conversation_id, None)
+        self._changed()
         logger.info("conversation %s %s (%s)", conversation_id, status, reason)
 
     async def _owned(
@@ -651,6 +844,16 @@ class ChatService:
         volunteer_id: int | None,
     ) -> None:
         async with self._lock(conversation_id):
+            if volunteer_id is not None and not self.may_write(
+                conversation_id, volunteer_id
+            ):
+                # A transfer or a leave won the race for the conversation lock.
+                raise ProtocolError(
+                    "forbidden",
+                    "This conversation is not one of yours.",
+                    client_id=send.client_id,
+                    conversation=conversation_id,
+                )
             try:
                 message, created = await self.store.add_message(
                     conversation_id, sender, send.client_id, send.body, volunteer_id
@@ -687,14 +890,20 @@ class ChatService:
             # a retried send is acknowledged again but delivered only once.
             if sender == "visitor":
                 self.hub.to_visitor(conversation_id, ack)
-            elif volunteer is not None:
-                self.hub.to_volunteer(volunteer, ack)
+            elif volunteer_id is not None:
+                self.hub.to_volunteer(volunteer_id, ack)
             if created:
                 metrics.MESSAGES.labels(sender).inc()
                 self.hub.to_visitor(conversation_id, frame)
+                staff_frame = dict(frame)
+                if volunteer_id is not None and volunteer_id != volunteer:
+                    staff_frame["supervisor"] = True
                 if volunteer is not None:
                     mine = sender == "volunteer" and volunteer_id == volunteer
-                    self.hub.to_volunteer(volunteer, {**frame, "mine": mine})
+                    self.hub.to_volunteer(volunteer, {**staff_frame, "mine": mine})
+                if self.observer is not None:
+                    self.observer.message_stored(conversation_id, staff_frame)
+                self._changed()
 
     def _lock(self, conversation_id: str) -> asyncio.Lock:
         lock = self._conversation_locks.get(conversation_id)
@@ -756,6 +965,7 @@ class ChatService:
 
     def _announce_queue(self) -> None:
         """Send volunteers the queue, and waiting visitors their new positions."""
+        self._changed()
         self.hub.to_all_volunteers(self._queue_frame())
         for index, conversation_id in enumerate(self.pairing.queue):
             position = index + 1

@@ -8,7 +8,8 @@ operation:
 - a conversation is either waiting in the queue or assigned to exactly one
   volunteer, never both;
 - no volunteer has more conversations than their capacity;
-- only a volunteer whose "Available" switch is on can accept.
+- only a volunteer whose "Available" switch is on can accept, or receive a
+  conversation by transfer.
 """
 
 from __future__ import annotations
@@ -161,6 +162,31 @@ class Pairing:
         self._queue.remove(conversation)
         slot.conversations.append(conversation)
         self._assigned[conversation] = volunteer
+
+    def transfer(self, conversation: str, to_volunteer: int) -> int:
+        """Move an assigned conversation to another volunteer; return the old one.
+
+        The new volunteer must be available, have room and differ from the
+        current one. Raises ``PairingError`` with ``not_found`` (the conversation
+        has no volunteer, or the volunteer is unknown), ``same_volunteer``,
+        ``not_available`` or ``at_capacity``; on error nothing changes.
+        """
+        current = self._assigned.get(conversation)
+        if current is None:
+            raise PairingError("not_found", "This conversation has no volunteer.")
+        slot = self._slot(to_volunteer)
+        if to_volunteer == current:
+            raise PairingError(
+                "same_volunteer", "The conversation is already with this volunteer."
+            )
+        if not slot.available:
+            raise PairingError("not_available", "That volunteer is not available.")
+        if not slot.has_room:
+            raise PairingError("at_capacity", "That volunteer is at capacity.")
+        self._volunteers[current].conversations.remove(conversation)
+        slot.conversations.append(conversation)
+        self._assigned[conversation] = to_volunteer
+        return current
 
     def release(self, volunteer: int) -> list[str]:
         """Hand a departing volunteer's chats back to the front of the queue.

@@ -118,8 +118,104 @@ class Accept:
     conversation: str
 
 
+@dataclass(frozen=True)
+class NeedSupport:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class HardChat:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class EndBreak:
+    pass
+
+
+# Frames only supervisors and admins may send.
+
+
+@dataclass(frozen=True)
+class Supervise:
+    pass
+
+
+@dataclass(frozen=True)
+class Watch:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class WhisperNote:
+    conversation: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Join:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class Leave:
+    conversation: str
+
+
+@dataclass(frozen=True)
+class SupervisorSend:
+    send: Send
+
+
+@dataclass(frozen=True)
+class Transfer:
+    conversation: str
+    volunteer: int
+
+
+@dataclass(frozen=True)
+class Acknowledge:
+    alert: int
+
+
+SUPERVISOR_FRAMES = (
+    Supervise,
+    Watch,
+    Unwatch,
+    WhisperNote,
+    Join,
+    Leave,
+    SupervisorSend,
+    Transfer,
+    Acknowledge,
+)
 VisitorFrame = Start | Resume | Send | End | Ping | Delete
-VolunteerFrame = Hello | Availability | Accept | Send | End | Ping | Block
+VolunteerFrame = (
+    Hello
+    | Availability
+    | Accept
+    | Send
+    | End
+    | Ping
+    | Block
+    | NeedSupport
+    | HardChat
+    | EndBreak
+    | Supervise
+    | Watch
+    | Unwatch
+    | WhisperNote
+    | Join
+    | Leave
+    | SupervisorSend
+    | Transfer
+    | Acknowledge
+)
 
 
 def _invalid(message: str) -> ProtocolError:
@@ -294,4 +390,58 @@ def parse_volunteer_frame(
             )
         case "ping":
             return Ping()
+    return _parse_staff_frame(data, max_chars)
+
+
+def _positive_int(data: dict[str, Any], name: str) -> int:
+    value = data.get(name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 < value <= MAX_SEQ
+    ):
+        raise _invalid(f"Field '{name}' must be a whole number of 1 or more.")
+    return value
+
+
+def _parse_staff_frame(data: dict[str, Any], max_chars: int) -> VolunteerFrame:
+    """Parse the wellbeing and supervision frames of a dashboard."""
+
+    def conversation() -> str:
+        return _string(data, "conversation", CONVERSATION_ID_PATTERN)
+
+    match data["type"]:
+        case "need_support":
+            return NeedSupport(conversation=conversation())
+        case "hard_chat":
+            return HardChat(conversation=conversation())
+        case "end_break":
+            return EndBreak()
+        case "supervise":
+            return Supervise()
+        case "watch":
+            return Watch(conversation=conversation())
+        case "unwatch":
+            return Unwatch(conversation=conversation())
+        case "whisper":
+            target = conversation()
+            try:
+                body = clean_body(data.get("body"), max_chars=max_chars)
+            except ProtocolError as error:
+                error.conversation = target
+                raise
+            return WhisperNote(conversation=target, body=body)
+        case "join":
+            return Join(conversation=conversation())
+        case "leave":
+            return Leave(conversation=conversation())
+        case "supervisor_send":
+            return SupervisorSend(send=_send(data, max_chars, with_conversation=True))
+        case "transfer":
+            return Transfer(
+                conversation=conversation(),
+                volunteer=_positive_int(data, "volunteer"),
+            )
+        case "acknowledge":
+            return Acknowledge(alert=_positive_int(data, "alert"))
     raise _invalid(f"Unknown frame type {data['type'][:40]!r}.")

@@ -15,6 +15,7 @@ from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
 from relay.settings import Settings
 from relay.store import Store
+from relay.supervision import Supervision
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Services:
     guard: Guard
     nojs: NoScriptVisitors
     inbox: InboxService
+    supervision: Supervision
     # None unless VSO_MAIL_ADDRESS is set.
     mail: MailService | None = None
 

@@ -89,6 +89,7 @@ class Settings:
     mail_smtp_password_file: Path | None = None
     timezone: str = "Europe/Malta"
     opening_hours: str = "mon-sun 00:00-24:00"
+    break_seconds: int = 600
 
     @property
     def public_origin(self) -> str:
@@ -300,6 +301,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "VSO_DEFAULT_CAPACITY" in env:
         values["default_capacity"] = _parse_int(
             "VSO_DEFAULT_CAPACITY", env["VSO_DEFAULT_CAPACITY"], 1, 20
+        )
+    if "VSO_BREAK_SECONDS" in env:
+        values["break_seconds"] = _parse_int(
+            "VSO_BREAK_SECONDS", env["VSO_BREAK_SECONDS"], 1, 7200
         )
     if "VSO_MAX_MESSAGE_CHARS" in env:
         values["max_message_chars"] = _parse_int(

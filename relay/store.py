@@ -353,6 +353,46 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX availability_intervals_started
         ON availability_intervals (started_at);
     """,
+    # Supervision: whispers, support alerts, hard chats with their breaks, and
+    # the periods each volunteer was available. A whisper has its own table, not
+    # a row in messages, so no visitor-facing query can return one and the
+    # visitor's seq numbers stay without gaps.
+    """
+    CREATE TABLE whispers (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT NOT NULL
+            REFERENCES conversations(id) ON DELETE CASCADE,
+        supervisor_id INTEGER REFERENCES volunteers(id),
+        after_seq INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX whispers_conversation ON whispers (conversation_id, id);
+    CREATE TABLE support_alerts (
+        id INTEGER PRIMARY KEY,
+        volunteer_id INTEGER NOT NULL REFERENCES volunteers(id) ON DELETE CASCADE,
+        conversation_id TEXT REFERENCES conversations(id) ON DELETE SET NULL,
+        raised_at TEXT NOT NULL,
+        acknowledged_at TEXT,
+        acknowledged_by INTEGER REFERENCES volunteers(id)
+    );
+    CREATE TABLE hard_chats (
+        id INTEGER PRIMARY KEY,
+        volunteer_id INTEGER NOT NULL REFERENCES volunteers(id) ON DELETE CASCADE,
+        conversation_id TEXT REFERENCES conversations(id) ON DELETE SET NULL,
+        marked_at TEXT NOT NULL,
+        break_until TEXT NOT NULL,
+        break_ended_at TEXT
+    );
+    CREATE TABLE availability_periods (
+        id INTEGER PRIMARY KEY,
+        volunteer_id INTEGER NOT NULL REFERENCES volunteers(id) ON DELETE CASCADE,
+        started_at TEXT NOT NULL,
+        ended_at TEXT
+    );
+    CREATE INDEX availability_periods_open ON availability_periods (volunteer_id)
+        WHERE ended_at IS NULL;
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -515,6 +555,44 @@ class InboxEntry:
     blocked: bool
 
 
+@dataclass(frozen=True)
+class Whisper:
+    """A supervisor's note to the volunteer of a conversation, never to a visitor.
+
+    ``after_seq`` is the conversation's latest message when it was written, so
+    a dashboard can place it among the messages.
+    """
+
+    id: int
+    conversation_id: str
+    supervisor_id: int | None
+    after_seq: int
+    body: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SupportAlert:
+    """A volunteer's "Need support" on a chat, until a supervisor acknowledges it."""
+
+    id: int
+    volunteer_id: int
+    conversation_id: str | None
+    raised_at: str
+
+
+@dataclass
+class Load:
+    """One volunteer's available time, chats and hard chats, today and this week."""
+
+    available_seconds_today: float = 0.0
+    available_seconds_week: float = 0.0
+    chats_today: int = 0
+    chats_week: int = 0
+    hard_today: int = 0
+    hard_week: int = 0
+
+
 def _volunteer(row: sqlite3.Row) -> Volunteer:
     return Volunteer(
         id=row["id"],
@@ -618,6 +696,44 @@ def _notify_context(conversation_id: str) -> str:
 def _message_context(conversation_id: str, seq: int) -> str:
     """Return the associated data that binds a sealed body to its row."""
     return f"message:{conversation_id}:{seq}"
+
+
+def _whisper_context(conversation_id: str, whisper_id: int) -> str:
+    """Return the associated data that binds a sealed whisper to its row."""
+    return f"whisper:{conversation_id}:{whisper_id}"
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _overlap_seconds(start: str, end: str, since: str) -> float:
+    """Return the seconds of the period from ``start`` to ``end`` after ``since``."""
+    begin = max(start, since)
+    if end <= begin:
+        return 0.0
+    return (_parse_time(end) - _parse_time(begin)).total_seconds()
+
+
+async def _record_availability(
+    tx: _Tx, volunteer_id: int, available: bool, now: str
+) -> None:
+    """Open an availability period when the switch goes on, close it when off."""
+    row = await tx.fetchone(
+        "SELECT id FROM availability_periods"
+        " WHERE volunteer_id = ? AND ended_at IS NULL",
+        (volunteer_id,),
+    )
+    if available and row is None:
+        await tx.execute(
+            "INSERT INTO availability_periods (volunteer_id, started_at) VALUES (?, ?)",
+            (volunteer_id, now),
+        )
+    elif not available and row is not None:
+        await tx.execute(
+            "UPDATE availability_periods SET ended_at = ? WHERE id = ?",
+            (now, row[0]),
+        )
 
 
 class Store:
@@ -825,11 +941,14 @@ class Store:
         return [_volunteer(row) for row in rows]
 
     async def set_volunteer_available(self, volunteer_id: int, available: bool) -> None:
+        """Store the "Available" switch and open or close an availability period."""
+        now = utc_now()
         async with self._transaction() as tx:
             await tx.execute(
                 "UPDATE volunteers SET available = ? WHERE id = ?",
                 (int(available), volunteer_id),
             )
+            await _record_availability(tx, volunteer_id, available, now)
 
     async def list_available_volunteers(self) -> list[Volunteer]:
         """Return the active volunteers whose "Available" switch was on."""
@@ -2016,6 +2135,212 @@ class Store:
         return [
             (row[0], int(row[1]), row[2], row[3], row[4], int(row[5])) for row in rows
         ]
+
+    # Supervision
+
+    async def transfer_conversation(
+        self, conversation_id: str, from_volunteer: int, to_volunteer: int
+    ) -> bool:
+        """Move an active conversation from one volunteer to another.
+
+        Returns False, changing nothing, when the conversation is not active with
+        ``from_volunteer``; the condition keeps a concurrent end or second
+        transfer from being overwritten.
+        """
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE conversations SET volunteer_id = ?"
+                " WHERE id = ? AND status = 'active' AND volunteer_id = ?",
+                (to_volunteer, conversation_id, from_volunteer),
+            )
+            return cursor.rowcount == 1
+
+    async def add_whisper(
+        self, conversation_id: str, supervisor_id: int, body: str
+    ) -> Whisper:
+        """Store a sealed whisper after the conversation's latest message.
+
+        Raises ``ConversationClosedError`` when the conversation is over or
+        unknown.
+        """
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        now = utc_now()
+        async with self._transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT last_seq FROM conversations"
+                " WHERE id = ? AND status IN ('queued', 'active')",
+                (conversation_id,),
+            )
+            if row is None:
+                raise ConversationClosedError(conversation_id)
+            next_row = await tx.fetchone(
+                "SELECT COALESCE(MAX(id), 0) + 1 FROM whispers"
+            )
+            whisper_id = int(next_row[0]) if next_row else 1
+            after_seq = int(row[0])
+            sealed = self._cipher.encrypt(
+                body, _whisper_context(conversation_id, whisper_id)
+            )
+            await tx.execute(
+                "INSERT INTO whispers"
+                " (id, conversation_id, supervisor_id, after_seq, body, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (whisper_id, conversation_id, supervisor_id, after_seq, sealed, now),
+            )
+        return Whisper(whisper_id, conversation_id, supervisor_id, after_seq, body, now)
+
+    async def whispers_of(self, conversation_id: str) -> list[Whisper]:
+        """Return a conversation's whispers, oldest first; for staff only."""
+        rows = await self._fetchall(
+            "SELECT * FROM whispers WHERE conversation_id = ? ORDER BY id",
+            (conversation_id,),
+        )
+        whispers = []
+        for row in rows:
+            if self._cipher is None:
+                raise StoreError("The store was opened without a data key.")
+            try:
+                body = self._cipher.decrypt(
+                    row["body"], _whisper_context(conversation_id, row["id"])
+                )
+            except DecryptionError as error:
+                raise StoreError(
+                    f"Whisper {row['id']} of {conversation_id} cannot be decrypted:"
+                    f" {error}"
+                ) from error
+            whispers.append(
+                Whisper(
+                    id=row["id"],
+                    conversation_id=conversation_id,
+                    supervisor_id=row["supervisor_id"],
+                    after_seq=row["after_seq"],
+                    body=body,
+                    created_at=row["created_at"],
+                )
+            )
+        return whispers
+
+    async def add_support_alert(
+        self, volunteer_id: int, conversation_id: str
+    ) -> SupportAlert:
+        now = utc_now()
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO support_alerts (volunteer_id, conversation_id, raised_at)"
+                " VALUES (?, ?, ?)",
+                (volunteer_id, conversation_id, now),
+            )
+            alert_id = int(cursor.lastrowid or 0)
+        return SupportAlert(alert_id, volunteer_id, conversation_id, now)
+
+    async def open_support_alerts(self) -> list[SupportAlert]:
+        """Return the alerts no supervisor has acknowledged yet, oldest first."""
+        rows = await self._fetchall(
+            "SELECT id, volunteer_id, conversation_id, raised_at FROM support_alerts"
+            " WHERE acknowledged_at IS NULL ORDER BY id"
+        )
+        return [SupportAlert(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def acknowledge_support_alert(
+        self, alert_id: int, supervisor_id: int
+    ) -> bool:
+        """Mark an alert acknowledged; False when unknown or already acknowledged."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE support_alerts SET acknowledged_at = ?, acknowledged_by = ?"
+                " WHERE id = ? AND acknowledged_at IS NULL",
+                (utc_now(), supervisor_id, alert_id),
+            )
+            return cursor.rowcount == 1
+
+    async def add_hard_chat(
+        self, volunteer_id: int, conversation_id: str, break_until: str
+    ) -> bool:
+        """Record that a volunteer found one of their ended chats hard.
+
+        Returns False, storing nothing, when the conversation is not a closed
+        one of theirs or is already marked.
+        """
+        async with self._transaction() as tx:
+            owned = await tx.fetchone(
+                "SELECT 1 FROM conversations WHERE id = ? AND volunteer_id = ?"
+                " AND status IN ('ended', 'abandoned')",
+                (conversation_id, volunteer_id),
+            )
+            marked = await tx.fetchone(
+                "SELECT 1 FROM hard_chats WHERE conversation_id = ?",
+                (conversation_id,),
+            )
+            if owned is None or marked is not None:
+                return False
+            await tx.execute(
+                "INSERT INTO hard_chats"
+                " (volunteer_id, conversation_id, marked_at, break_until)"
+                " VALUES (?, ?, ?, ?)",
+                (volunteer_id, conversation_id, utc_now(), break_until),
+            )
+            return True
+
+    async def end_breaks(self, volunteer_id: int) -> None:
+        """Mark a volunteer's running breaks as ended now."""
+        async with self._transaction() as tx:
+            await tx.execute(
+                "UPDATE hard_chats SET break_ended_at = ?"
+                " WHERE volunteer_id = ? AND break_ended_at IS NULL",
+                (utc_now(), volunteer_id),
+            )
+
+    async def volunteer_load(self, day_start: str, week_start: str) -> dict[int, Load]:
+        """Return each volunteer's available time, chats and hard chats.
+
+        ``day_start`` and ``week_start`` are ISO 8601 UTC times, the week's not
+        after the day's. Available time counts the periods with the "Available"
+        switch on, up to now for a period still open. Chats count conversations
+        assigned since then, under the volunteer who has them now.
+        """
+        now = utc_now()
+        loads: dict[int, Load] = {}
+        periods = await self._fetchall(
+            "SELECT volunteer_id, started_at, ended_at FROM availability_periods"
+            " WHERE ended_at IS NULL OR ended_at > ?",
+            (week_start,),
+        )
+        for row in periods:
+            load = loads.setdefault(row[0], Load())
+            end = row[2] or now
+            load.available_seconds_week += _overlap_seconds(row[1], end, week_start)
+            load.available_seconds_today += _overlap_seconds(row[1], end, day_start)
+        chats = await self._fetchall(
+            "SELECT volunteer_id, SUM(assigned_at >= ?), COUNT(*) FROM conversations"
+            " WHERE volunteer_id IS NOT NULL AND assigned_at >= ?"
+            " GROUP BY volunteer_id",
+            (day_start, week_start),
+        )
+        for row in chats:
+            load = loads.setdefault(row[0], Load())
+            load.chats_today, load.chats_week = int(row[1]), int(row[2])
+        hard = await self._fetchall(
+            "SELECT volunteer_id, SUM(marked_at >= ?), COUNT(*) FROM hard_chats"
+            " WHERE marked_at >= ? GROUP BY volunteer_id",
+            (day_start, week_start),
+        )
+        for row in hard:
+            load = loads.setdefault(row[0], Load())
+            load.hard_today, load.hard_week = int(row[1]), int(row[2])
+        return loads
+
+    async def unanswered_counts(self) -> dict[str, int]:
+        """Return, for each open conversation, the visitor messages after the
+        latest volunteer message."""
+        rows = await self._fetchall(
+            "SELECT c.id, (SELECT COUNT(*) FROM messages m"
+            "  WHERE m.conversation_id = c.id AND m.sender = 'visitor'"
+            "  AND m.seq > (SELECT COALESCE(MAX(v.seq), 0) FROM messages v"
+            "   WHERE v.conversation_id = c.id AND v.sender = 'volunteer'))"
+            " FROM conversations c WHERE c.status IN ('queued', 'active')"
+        )
+        return {row[0]: int(row[1]) for row in rows}
 
 
 @dataclass

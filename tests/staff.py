@@ -78,3 +78,13 @@ async def staff_client(
     client = httpx.AsyncClient(base_url=relay.base_url)
     await sign_in(client, username)
     return client
+
+
+async def supervisor_cookie(relay: RelayServer, username: str = "sofia") -> str:
+    """Add a supervisor (display name: the username capitalised), sign them in
+    and return their session cookie's value."""
+    async with await staff_client(relay, username, "supervisor") as client:
+        cookie = client.cookies.get("vso_session")
+    if cookie is None:
+        raise AssertionError(f"signing in {username} set no session cookie")
+    return cookie

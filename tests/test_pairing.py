@@ -179,6 +179,69 @@ class PairingMachine(RuleBasedStateMachine):
         self.queue.remove(conversation)
         self.volunteers[volunteer].conversations.append(conversation)
 
+    def expected_transfer_error(self, conversation: str, volunteer: int) -> str | None:
+        """Return the code ``transfer`` must raise, in the documented order."""
+        owner = self.model_owner(conversation)
+        model = self.volunteers.get(volunteer)
+        if owner is None or model is None:
+            return "not_found"
+        if owner == volunteer:
+            return "same_volunteer"
+        if not model.available:
+            return "not_available"
+        if len(model.conversations) >= model.capacity:
+            return "at_capacity"
+        return None
+
+    @rule(data=st.data())
+    def transfer_any(self, data: st.DataObject) -> None:
+        """Transfer a random conversation to a random volunteer, valid or not."""
+        conversation = data.draw(
+            st.sampled_from([*self.arrivals, NEVER_ENQUEUED]), label="conversation"
+        )
+        volunteer = self.draw_volunteer(data)
+        expected_code = self.expected_transfer_error(conversation, volunteer)
+        before = self.snapshot()
+        if expected_code is None:
+            owner = self.model_owner(conversation)
+            assert owner is not None
+            assert self.pairing.transfer(conversation, volunteer) == owner
+            self.volunteers[owner].conversations.remove(conversation)
+            self.volunteers[volunteer].conversations.append(conversation)
+            return
+        with pytest.raises(PairingError) as raised:
+            self.pairing.transfer(conversation, volunteer)
+        assert raised.value.code == expected_code
+        assert self.snapshot() == before
+
+    @precondition(
+        lambda self: any(model.conversations for model in self.volunteers.values())
+    )
+    @rule(data=st.data())
+    def transfer_valid(self, data: st.DataObject) -> None:
+        """Transfer an assigned conversation to another volunteer with room."""
+        assigned = sorted(
+            conversation
+            for model in self.volunteers.values()
+            for conversation in model.conversations
+        )
+        conversation = data.draw(st.sampled_from(assigned), label="conversation")
+        owner = self.model_owner(conversation)
+        ready = sorted(
+            volunteer
+            for volunteer, model in self.volunteers.items()
+            if volunteer != owner
+            and model.available
+            and len(model.conversations) < model.capacity
+        )
+        if not ready:
+            return
+        volunteer = data.draw(st.sampled_from(ready), label="volunteer")
+        assert self.pairing.transfer(conversation, volunteer) == owner
+        assert owner is not None
+        self.volunteers[owner].conversations.remove(conversation)
+        self.volunteers[volunteer].conversations.append(conversation)
+
     @precondition(lambda self: bool(self.volunteers))
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
@@ -486,3 +549,50 @@ def test_requeue_front_keeps_order() -> None:
     pairing.requeue_front(["a", "b"])
 
     assert pairing.queue == ["a", "b", "c"]
+
+
+def test_transfer_moves_to_end_of_new_list() -> None:
+    pairing = Pairing()
+    for volunteer in (1, 2):
+        pairing.add_volunteer(volunteer, 2)
+        pairing.set_available(volunteer, True)
+    for conversation in ("a", "b", "c"):
+        pairing.enqueue(conversation)
+    pairing.accept(1, "a")
+    pairing.accept(2, "b")
+
+    previous = pairing.transfer("a", 2)
+
+    assert previous == 1
+    assert pairing.conversations_of(1) == []
+    assert pairing.conversations_of(2) == ["b", "a"]
+    assert pairing.volunteer_of("a") == 2
+    assert pairing.queue == ["c"]
+
+
+def test_transfer_waiting_conversation_raises_not_found() -> None:
+    pairing = Pairing()
+    pairing.add_volunteer(1, 1)
+    pairing.set_available(1, True)
+    pairing.enqueue("a")
+
+    with pytest.raises(PairingError) as raised:
+        pairing.transfer("a", 1)
+
+    assert raised.value.code == "not_found"
+    assert pairing.queue == ["a"]
+
+
+def test_transfer_to_away_volunteer_keeps_assignment() -> None:
+    pairing = Pairing()
+    pairing.add_volunteer(1, 1)
+    pairing.add_volunteer(2, 1)
+    pairing.set_available(1, True)
+    pairing.enqueue("a")
+    pairing.accept(1, "a")
+
+    with pytest.raises(PairingError) as raised:
+        pairing.transfer("a", 2)
+
+    assert raised.value.code == "not_available"
+    assert pairing.volunteer_of("a") == 1

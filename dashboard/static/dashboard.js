@@ -9,6 +9,13 @@
 //   text and is never parsed as HTML.
 
 import { appendLinkedText } from '/static/text.js';
+import {
+  SUPPORT_TEXT,
+  buildHardChatControl,
+  buildSupportControls,
+  buildWhisperElement,
+  placeWhisper,
+} from '/dashboard/static/support.js';
 
 // NOTE: the relay's limit can be set lower with VSO_MAX_MESSAGE_CHARS. A reply over that
 // lower limit passes this check, and the relay's message_too_long error states its limit.
@@ -51,7 +58,12 @@ const ENDED_REASON_TEXT = {
   handed_back: 'The chat was handed back to the queue.',
   blocked: 'You blocked the visitor. No new chat can start from their connection for a while.',
   deleted: 'The visitor deleted this conversation. Its messages are gone from the relay.',
+  transferred: 'A supervisor transferred this chat to another volunteer.',
 };
+
+// Reasons after which the chat was not this volunteer's to finish, so it cannot be
+// marked as hard from here.
+const NOT_MARKABLE_REASONS = new Set(['handed_back', 'transferred', 'deleted']);
 
 // The two actions of the confirm group under each chat: its question and its "yes".
 const CONFIRM_TEXT = {
@@ -96,6 +108,7 @@ const dashboard = {
   audioContext: null,
   soundOn: false,
   elementCount: 0, // for unique element ids
+  supportAlerts: new Map(), // alert id → alert, for supervisors
 };
 
 // ---------------------------------------------------------------------------
@@ -131,6 +144,11 @@ function findElements() {
     chatsEmpty: 'chats-empty',
     chatPanels: 'chat-panels',
     announcer: 'announcer',
+    breakBanner: 'break-banner',
+    breakText: 'break-text',
+    breakEnd: 'break-end',
+    supervisorAlerts: 'supervisor-alerts',
+    supervisorAlertsText: 'supervisor-alerts-text',
   };
   for (const [key, id] of Object.entries(ids)) {
     const element = document.getElementById(id);
@@ -145,6 +163,7 @@ function wireControls() {
   ui.available.addEventListener('change', handleAvailabilityChange);
   ui.soundToggle.addEventListener('click', toggleSound);
   ui.noticeDismiss.addEventListener('click', clearNotice);
+  ui.breakEnd.addEventListener('click', () => sendFrame({ type: 'end_break' }));
   document.addEventListener('visibilitychange', handleVisibilityChange);
   window.addEventListener('online', reconnectNow);
   window.addEventListener('beforeunload', warnAboutUnsentReplies);
@@ -382,6 +401,34 @@ function dispatchFrame(frame) {
     case 'pong':
       handlePong();
       break;
+    case 'whisper':
+      handleWhisper(frame);
+      break;
+    case 'supervisor_joined':
+    case 'supervisor_left':
+      handleSupervisorPresence(frame);
+      break;
+    case 'support_requested':
+      handleSupportRequested(frame);
+      break;
+    case 'support_acknowledged':
+      handleSupportAcknowledged(frame);
+      break;
+    case 'support_alert':
+      handleSupportAlert(frame);
+      break;
+    case 'hard_chat':
+      announce(`${frame.volunteer} marked a chat as hard and is taking a break.`);
+      break;
+    case 'break':
+      showBreak(frame.until);
+      break;
+    case 'break_ended':
+      hideBreak();
+      break;
+    case 'joined':
+    case 'left':
+      break; // answers to the supervision page, which shares this socket's account
     default:
       console.error(`Unknown frame type "${frame.type}" from the relay`, frame);
   }
@@ -522,8 +569,19 @@ function handleVisitorStatus(frame) {
 
 function handleEnded(frame) {
   const chat = dashboard.chats.get(frame.conversation);
-  if (chat) {
-    markChatEnded(chat, frame.reason);
+  if (!chat) {
+    return;
+  }
+  const hadPendingReplies = chat.pending.size > 0;
+  markChatEnded(chat, frame.reason);
+  chat.elements.hardChat.hidden = NOT_MARKABLE_REASONS.has(frame.reason);
+  if (frame.reason === 'transferred') {
+    showNotice(`A supervisor transferred the chat with ${chat.label} to another volunteer.`);
+    // The chat goes on with the new volunteer, so its panel closes here, unless it
+    // shows replies that were not sent and whose text would be lost.
+    if (!hadPendingReplies) {
+      closeChat(chat);
+    }
   }
 }
 
@@ -569,6 +627,7 @@ function handleAcceptError(frame) {
 }
 
 function handleChatError(chat, frame) {
+  chat.elements.supportButton.disabled = false;
   const pending = frame.client_id === undefined ? undefined : chat.pending.get(frame.client_id);
   if (pending) {
     if (frame.code === 'storage_failed') {
@@ -823,6 +882,7 @@ function createChat(conversation, startedAt) {
     renderedSeqs: new Set(),
     lastSeq: 0, // highest seq with every seq up to it rendered; sent in hello
     pending: new Map(), // client_id → reply not yet acknowledged
+    whispers: new Set(), // ids of the whispers shown
     unread: 0,
     elements: null,
   };
@@ -856,6 +916,10 @@ function buildChatPanel(chat) {
   const endedNotice = buildEndedNotice(chat);
   const replyForm = buildReplyForm(chat, panelId);
   const endControls = buildEndControls(chat);
+  const support = buildSupportControls(() => requestSupport(chat));
+  endControls.element.append(support.element);
+  const hardChat = buildHardChatControl(() => markChatHard(chat));
+  endedNotice.element.insertBefore(hardChat.element, endedNotice.closeButton);
 
   panel.append(header.element, log, alert, endedNotice.element, replyForm.element, endControls.element);
   panel.addEventListener('focusin', () => clearUnread(chat));
@@ -874,6 +938,10 @@ function buildChatPanel(chat) {
     endedReason: endedNotice.reason,
     closeButton: endedNotice.closeButton,
     notesLink: endedNotice.notesLink,
+    supportButton: support.button,
+    supportStatus: support.status,
+    hardChat: hardChat.element,
+    hardChatButton: hardChat.button,
     form: replyForm.element,
     textarea: replyForm.textarea,
     hint: replyForm.hint,
@@ -1218,6 +1286,9 @@ function senderLabel(message) {
   if (message.sender === 'visitor') {
     return 'Visitor';
   }
+  if (message.mine === false && message.supervisor === true) {
+    return typeof message.author === 'string' ? `${message.author} (supervisor)` : 'Supervisor';
+  }
   if (message.mine === false) {
     return typeof message.author === 'string' ? `${message.author} (earlier volunteer)` : 'Earlier volunteer';
   }
@@ -1253,7 +1324,8 @@ function placeMessage(chat, element, seq) {
   const atBottom = isScrolledToBottom(log);
   let before = null;
   for (const child of log.children) {
-    if (child.classList.contains('pending') || Number(child.dataset.seq) > seq) {
+    // A whisper written after message n (data-after-seq n) stays after it.
+    if (child.classList.contains('pending') || Number(child.dataset.seq) > seq || Number(child.dataset.afterSeq) >= seq) {
       before = child;
       break;
     }
@@ -1440,6 +1512,110 @@ function updateChatsSummary() {
 }
 
 // ---------------------------------------------------------------------------
+// Supervision and wellbeing
+
+function handleWhisper(frame) {
+  const chat = dashboard.chats.get(frame.conversation);
+  if (!chat || chat.whispers.has(frame.id)) {
+    return;
+  }
+  chat.whispers.add(frame.id);
+  const element = buildWhisperElement(frame, buildTimeElement(parseTime(frame.sent_at)));
+  const log = chat.elements.log;
+  const atBottom = isScrolledToBottom(log);
+  placeWhisper(log, element, Number(element.dataset.afterSeq));
+  if (atBottom) {
+    log.scrollTop = log.scrollHeight;
+  }
+  announce(`Whisper from ${frame.author} in the chat with ${chat.label}.`);
+  countUnread(chat);
+}
+
+function handleSupervisorPresence(frame) {
+  const chat = dashboard.chats.get(frame.conversation);
+  if (!chat) {
+    return;
+  }
+  const text = frame.type === 'supervisor_joined'
+    ? `${frame.name} (supervisor) joined the chat with ${chat.label}; the visitor sees their messages.`
+    : `${frame.name} (supervisor) left the chat with ${chat.label}.`;
+  chat.elements.supportStatus.textContent = text;
+  announce(text);
+}
+
+function requestSupport(chat) {
+  if (chat.ended) {
+    return;
+  }
+  if (!sendFrame({ type: 'need_support', conversation: chat.conversation })) {
+    showChatAlert(chat, 'Not connected, so no supervisor was alerted. Try again when the connection is back.');
+    return;
+  }
+  chat.elements.supportButton.disabled = true;
+  chat.elements.supportStatus.textContent = 'Alerting the supervisors…';
+}
+
+function handleSupportRequested(frame) {
+  const chat = dashboard.chats.get(frame.conversation);
+  if (!chat) {
+    return;
+  }
+  chat.elements.supportButton.disabled = false;
+  chat.elements.supportStatus.textContent =
+    frame.supervisors_online > 0 ? SUPPORT_TEXT.requested : SUPPORT_TEXT.nobody;
+}
+
+// A supervisor acknowledged a request: as the volunteer who asked (with `conversation`),
+// or as another supervisor watching the alerts.
+function handleSupportAcknowledged(frame) {
+  dashboard.supportAlerts.delete(frame.id);
+  renderSupervisorAlerts();
+  const chat = frame.conversation ? dashboard.chats.get(frame.conversation) : undefined;
+  if (chat) {
+    chat.elements.supportStatus.textContent = SUPPORT_TEXT.acknowledged(frame.by);
+    announce(SUPPORT_TEXT.acknowledged(frame.by));
+  }
+}
+
+// Supervisors only: a volunteer asked for support.
+function handleSupportAlert(frame) {
+  dashboard.supportAlerts.set(frame.id, frame);
+  renderSupervisorAlerts();
+  announce(`${frame.volunteer} needs support.`);
+  playChime();
+}
+
+function renderSupervisorAlerts() {
+  const count = dashboard.supportAlerts.size;
+  ui.supervisorAlerts.hidden = count === 0;
+  const names = [...new Set([...dashboard.supportAlerts.values()].map((alert) => alert.volunteer))];
+  ui.supervisorAlertsText.textContent = count === 0 ? '' : `Support needed: ${names.join(', ')}.`;
+  updateTitle();
+}
+
+function markChatHard(chat) {
+  if (!sendFrame({ type: 'hard_chat', conversation: chat.conversation })) {
+    showNotice('Not connected, so the chat was not marked. Try again when the connection is back.');
+    return;
+  }
+  chat.elements.hardChatButton.disabled = true;
+  chat.elements.hardChatButton.textContent = 'Marked as hard';
+}
+
+function showBreak(until) {
+  const end = parseTime(until);
+  ui.breakText.textContent = end
+    ? `You are on a break until ${formatClock(end)}. No new chats are offered to you until then.`
+    : 'You are on a break. No new chats are offered to you.';
+  ui.breakBanner.hidden = false;
+}
+
+function hideBreak() {
+  ui.breakBanner.hidden = true;
+  announce('Your break has ended.');
+}
+
+// ---------------------------------------------------------------------------
 // Unread counts and the document title
 
 // Counts a visitor message as unread unless the volunteer is looking at that panel.
@@ -1483,6 +1659,9 @@ function handleVisibilityChange() {
 
 function updateTitle() {
   const parts = [];
+  if (dashboard.supportAlerts.size > 0) {
+    parts.push(`(${dashboard.supportAlerts.size}) Support needed`);
+  }
   const waiting = dashboard.queueEntries.length;
   if (waiting > 0) {
     parts.push(`(${waiting}) Waiting`);

@@ -50,6 +50,7 @@ const dom = {
   waitingUnavailable: getElement("waiting-unavailable"),
   chattingState: getElement("chatting-state"),
   volunteerHeading: getElement("volunteer-heading"),
+  continuedText: getElement("continued-text"),
   transcript: getElement("transcript"),
   endedState: getElement("ended-state"),
   endedReason: getElement("ended-reason"),
@@ -98,6 +99,7 @@ const state = {
   deleting: false,
   ending: false, // the visitor pressed "End chat" and the relay has not confirmed it yet
   requeued: false,
+  continued: false, // another volunteer took over the running chat
   queuePosition: null,
   volunteerName: "",
   messages: new Map(), // seq -> rendered message element
@@ -331,6 +333,9 @@ function handleQueued(frame, isRequeue) {
 function handleAssigned(frame) {
   if (typeof frame.volunteer !== "string") return reportInvalidFrame(frame);
   if (state.ending || state.phase === "ended") return;
+  // A second "assigned" while chatting means a supervisor handed the chat to
+  // another volunteer.
+  state.continued = state.phase === "chatting";
   state.volunteerName = frame.volunteer.trim();
   state.requeued = false;
   state.queuePosition = null;
@@ -716,6 +721,7 @@ function resetConversation() {
   state.token = null;
   state.ending = false;
   state.requeued = false;
+  state.continued = false;
   state.queuePosition = null;
   state.volunteerName = "";
   state.deleteToken = null;
@@ -766,6 +772,7 @@ function render() {
   }
   dom.chattingState.hidden = phase !== "chatting";
   setText(dom.volunteerHeading, `You are chatting with ${state.volunteerName || "a volunteer"}`);
+  dom.continuedText.hidden = !state.continued;
   dom.transcript.hidden = !(phase === "chatting" || (hasMessages && (phase === "waiting" || phase === "ended")));
   dom.endedState.hidden = phase !== "ended";
   dom.deleteControls.hidden = phase !== "ended" || !state.deleteToken;
