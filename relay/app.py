@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import dashboard.routes
+import widget.info
 import widget.routes
 from relay import metrics, protocol
 from relay.auth import Signer
@@ -30,6 +31,7 @@ from relay.hub import LocalHub
 from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
+from relay.resources import load_content
 from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
@@ -97,6 +99,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        content = load_content(settings.content_dir)
         cipher = load_cipher(
             settings.data_key, settings.data_key_file, settings.database
         )
@@ -121,6 +124,7 @@ def create_app(settings: Settings) -> Starlette:
             nojs=NoScriptVisitors(
                 chat, settings.secret_key, settings.max_message_chars
             ),
+            content=content,
         )
         purges = asyncio.create_task(
             run_purges(store, settings.retention_days, settings.purge_interval_seconds),
@@ -154,6 +158,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=SHARED_STATIC_DIR), name="static"),
         *widget.routes.routes,
+        *widget.info.routes,
         *dashboard.routes.routes,
     ]
     return Starlette(

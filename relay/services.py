@@ -11,13 +11,15 @@ from relay.conversations import ChatService
 from relay.hub import Hub
 from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
+from relay.resources import Content
 from relay.settings import Settings
 from relay.store import Store
 
 
 @dataclass
 class Services:
-    """The objects the lifespan opens: settings, storage, connections and chats."""
+    """The objects the lifespan opens: settings, storage, connections, chats
+    and the information hub's content."""
 
     settings: Settings
     store: Store
@@ -26,6 +28,7 @@ class Services:
     signer: Signer
     guard: Guard
     nojs: NoScriptVisitors
+    content: Content
 
 
 def get_services(connection: HTTPConnection) -> Services:

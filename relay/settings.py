@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from relay.crypto import DataCipher
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
+from relay.resources import CONTENT_DIR
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -63,6 +64,8 @@ class Settings:
     ws_ping_seconds: float = 20.0
     log_format: str = "text"
     metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    content_dir: Path = CONTENT_DIR
+    content_max_age_days: int = 180
 
     @property
     def public_origin(self) -> str:
@@ -317,6 +320,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "VSO_BLOCK_SECONDS" in env:
         values["block_seconds"] = _parse_int(
             "VSO_BLOCK_SECONDS", env["VSO_BLOCK_SECONDS"], 60, 7 * 86400
+        )
+    if "VSO_CONTENT_DIR" in env:
+        if not env["VSO_CONTENT_DIR"].strip():
+            raise SettingsError("VSO_CONTENT_DIR is empty; give a folder path.")
+        values["content_dir"] = Path(env["VSO_CONTENT_DIR"].strip())
+    if "VSO_CONTENT_MAX_AGE_DAYS" in env:
+        values["content_max_age_days"] = _parse_int(
+            "VSO_CONTENT_MAX_AGE_DAYS", env["VSO_CONTENT_MAX_AGE_DAYS"], 1, 3650
         )
     database = values.get("database", Settings.database)
     database_path = Path(str(database))
