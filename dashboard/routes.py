@@ -11,7 +11,8 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import two_factor
+from dashboard import replies, resources, two_factor
+from dashboard.access import has_role
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -23,6 +24,7 @@ from dashboard.common import (
     start_session,
     templates,
 )
+from dashboard.resources import share_resource, stale_count
 from relay import auth, protocol
 from relay.forms import honeypot_filled
 from relay.pages import serving_origin
@@ -44,6 +46,8 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
+            "is_admin": has_role(volunteer, "admin"),
+            "stale_entries": stale_count(volunteer, services),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -193,6 +197,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
             case protocol.Block():
                 blocked = await chat.volunteer_block(volunteer.id, frame.conversation)
                 services.guard.block(blocked)
+            case protocol.ShareResource():
+                await share_resource(services, volunteer.id, frame)
 
     try:
         await receive_frames(websocket, peer, handle)
@@ -208,6 +214,8 @@ routes: list[BaseRoute] = [
     Route("/dashboard/logout", logout, methods=["POST"]),
     *two_factor.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
+    *resources.routes,
+    *replies.routes,
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(
         STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="dashboard_static"

@@ -139,12 +139,12 @@ class Content:
         "appogg" finds "appoġġ". Returns at most ``SEARCH_LIMIT`` results,
         services first.
         """
-        words = _fold(query).split()
+        words = fold_text(query).split()
         if not words or language not in LANGUAGES:
             return []
         results: list[SearchResult] = []
         for service in self.services:
-            text = _fold(f"{service.name[language]} {service.purpose[language]}")
+            text = fold_text(f"{service.name[language]} {service.purpose[language]}")
             if all(word in text for word in words):
                 results.append(
                     SearchResult(
@@ -156,7 +156,7 @@ class Content:
                 )
         for page in self.pages_in(language):
             headings = " ".join(section.title for section in page.sections)
-            if all(word in _fold(f"{page.title} {headings}") for word in words):
+            if all(word in fold_text(f"{page.title} {headings}") for word in words):
                 results.append(
                     SearchResult(page.slug, "page", page.title, page.summary)
                 )
@@ -248,8 +248,8 @@ def resource_as_text(card: dict[str, str], base_url: str = "") -> str:
 _FOLDED = str.maketrans({"ħ": "h", "Ħ": "h", "ł": "l", "ø": "o", "ß": "ss"})
 
 
-def _fold(text: str) -> str:
-    """Return ``text`` lowercased, without accents and apostrophes."""
+def fold_text(text: str) -> str:
+    """Return ``text`` lowercased, without accents and apostrophes, for search."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLDED))
     bare = "".join(c for c in decomposed if not unicodedata.combining(c))
     return bare.casefold().replace("'", "").replace("’", "")
@@ -439,7 +439,7 @@ def _check_page_tokens(
 
 
 def _anchor(heading: str, taken: set[str]) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", _fold(heading)).strip("-")[:40] or "section"
+    base = re.sub(r"[^a-z0-9]+", "-", fold_text(heading)).strip("-")[:40] or "section"
     anchor = base
     number = 2
     while anchor in taken:

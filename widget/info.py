@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from relay.conversations import EMERGENCY_NUMBER
 from relay.pages import serving_origin
-from relay.resources import LANGUAGES, Content, info_path
+from relay.resources import LANGUAGES, info_path
 from relay.services import get_services
 from relay.store import Site
 from widget import nojs
@@ -51,19 +51,28 @@ def _links_with_site(html: Markup, site: Site | None) -> Markup:
     return Markup(_INFO_LINK.sub(replace, str(html)))  # noqa: S704
 
 
-def waiting_links(
-    content: Content, language: str, site_key: str | None
-) -> list[dict[str, str]]:
-    """Return the hub pages to offer a visitor waiting in the queue."""
+def waiting_links(request: Request, language: str) -> list[dict[str, str]]:
+    """Return the hub pages to offer a visitor waiting in the queue.
+
+    The links keep the request's ``site`` so the pages' Quick exit goes to the
+    partner's neutral page; chat.html and transcript.html call this.
+    """
+    content = get_services(request).content
+    if language not in LANGUAGES:
+        language = LANGUAGES[0]
+    key = request.query_params.get("site", "")
     links = []
     for page in content.pages_in(language):
         if not page.while_waiting:
             continue
         path = info_path(page.slug, language)
-        if site_key:
-            path += f"&site={quote(site_key, safe='')}"
+        if key and len(key) <= SITE_KEY_MAX_CHARS:
+            path += f"&site={quote(key, safe='')}"
         links.append({"title": page.title, "url": path})
     return links
+
+
+templates.env.globals["hub_waiting_links"] = waiting_links
 
 
 async def _site(request: Request) -> Site | None:
