@@ -15,7 +15,7 @@ from dashboard.access import has_role, staff_request
 from dashboard.common import page_headers, templates
 from relay import protocol
 from relay.protocol import ProtocolError
-from relay.resources import LANGUAGES, fold_text, resource_as_text
+from relay.resources import LANGUAGES, card_as_text, fold_text
 from relay.services import Services
 from relay.store import Volunteer
 
@@ -45,7 +45,7 @@ async def share_resource(
             client_id=frame.client_id,
             conversation=frame.conversation,
         )
-    text = resource_as_text(card, services.settings.public_origin)
+    text = card_as_text(card, services.settings.public_origin)
     try:
         body = protocol.clean_body(text, max_chars=services.settings.max_message_chars)
     except ProtocolError as error:

@@ -163,41 +163,13 @@ class Content:
         return results[:SEARCH_LIMIT]
 
     def card(self, resource_id: str, language: str) -> dict[str, str] | None:
-        """Return the resource card of a service or page, or None when unknown.
-
-        The card contains the fields the chat shows: ``id``, ``kind``, ``name``,
-        ``purpose``, ``phone``, ``email``, ``hours``, ``website`` and ``link``
-        (a path on this relay for pages); empty strings mean "not known".
-        """
+        """Return the resource card of a service or page, or None when unknown."""
         if language not in LANGUAGES:
             return None
-        service = self.service(resource_id)
-        if service is not None:
-            return {
-                "id": service.id,
-                "kind": "service",
-                "name": service.name[language],
-                "purpose": service.purpose[language],
-                "phone": service.phone,
-                "email": service.email,
-                "hours": service.hours[language],
-                "website": service.website,
-                "link": "",
-            }
-        page = self.page(resource_id, language)
-        if page is not None:
-            return {
-                "id": page.slug,
-                "kind": "page",
-                "name": page.title,
-                "purpose": page.summary,
-                "phone": "",
-                "email": "",
-                "hours": "",
-                "website": "",
-                "link": info_path(page.slug, language),
-            }
-        return None
+        entry: Service | Page | None = self.service(resource_id) or self.page(
+            resource_id, language
+        )
+        return None if entry is None else resource_card(entry, language)
 
 
 def stale_report(
@@ -225,12 +197,54 @@ def info_path(slug: str, language: str) -> str:
     return f"/info/{slug}?lang={language}"
 
 
-def resource_as_text(card: dict[str, str], base_url: str = "") -> str:
+def resource_card(entry: Service | Page, language: str) -> dict[str, str]:
+    """Return the card of a service or page: the fields the chat shows.
+
+    The card contains ``id``, ``kind`` (``service`` or ``page``), ``name``,
+    ``purpose``, ``phone``, ``email``, ``hours``, ``website`` and ``link`` (a
+    path on this relay, for pages); an empty string means "not known". A page's
+    language is its own, so ``language`` applies to services only.
+    """
+    if isinstance(entry, Page):
+        return {
+            "id": entry.slug,
+            "kind": "page",
+            "name": entry.title,
+            "purpose": entry.summary,
+            "phone": "",
+            "email": "",
+            "hours": "",
+            "website": "",
+            "link": info_path(entry.slug, entry.language),
+        }
+    return {
+        "id": entry.id,
+        "kind": "service",
+        "name": entry.name[language],
+        "purpose": entry.purpose[language],
+        "phone": entry.phone,
+        "email": entry.email,
+        "hours": entry.hours[language],
+        "website": entry.website,
+        "link": "",
+    }
+
+
+def resource_as_text(entry: Service | Page, language: str, base_url: str = "") -> str:
+    """Write a directory entry or hub page as plain text, for e-mail.
+
+    ``base_url`` (such as ``https://chat.example.org``) turns a page's path into
+    a full address. Raises ``KeyError`` for a language the content lacks.
+    """
+    return card_as_text(resource_card(entry, language), base_url)
+
+
+def card_as_text(card: dict[str, str], base_url: str = "") -> str:
     """Write a resource card as plain text, one field a line.
 
-    Used by the chat without scripts, the transcript and e-mail; ``base_url``
-    (such as ``https://chat.example.org``) turns a page's path into a full
-    address. The labels come from the translations of the current request.
+    A message's body carries this text, which the chat without scripts and the
+    transcript show. The labels come from the translations of the current
+    request.
     """
     lines = [card["name"], card["purpose"]]
     labelled = (

@@ -174,9 +174,9 @@ async def test_card_is_sealed_at_rest(relay: RelayServer) -> None:
 
 @pytest.mark.anyio(False)
 def test_card_as_text_for_email() -> None:
-    card = load_content().card("police", "mt")
-    assert card is not None
-    assert resource_as_text(card).splitlines() == [
+    police = load_content().service("police")
+    assert police is not None
+    assert resource_as_text(police, "mt").splitlines() == [
         "Il-Korp tal-Pulizija ta' Malta (mhux emerġenza)",
         "Biex tirrapporta reat jew tistaqsi dwar każ meta ħadd ma jkun f'periklu"
         " immedjat.",

@@ -264,15 +264,15 @@ def test_card_of_service_and_page() -> None:
 
 def test_resource_as_text_lists_each_field() -> None:
     content = load_content()
-    card = content.card("victim-support-line", "en")
-    assert card is not None
-    assert resource_as_text(card).splitlines() == [
+    service = content.service("victim-support-line")
+    assert service is not None
+    assert resource_as_text(service, "en").splitlines() == [
         "National victim support line (Victim Support Agency)",
         "Information, support and referral for victims of crime.",
         "Phone: 116 006",
         "Hours: Every day, 07:30 to 19:30",
     ]
-    page = content.card("rights", "en")
+    page = content.page("rights", "en")
     assert page is not None
-    text = resource_as_text(page, "https://chat.example.org")
+    text = resource_as_text(page, "en", "https://chat.example.org")
     assert text.endswith("Read more: https://chat.example.org/info/rights?lang=en")
