@@ -110,7 +110,7 @@ function showResults(box, data) {
   }
   for (const reply of replies) {
     if (typeof reply.title !== 'string' || typeof reply.body !== 'string') continue;
-    items.push(buildResult('Saved reply', reply.title, reply.body, 'Use reply', () => box.onReply(reply.body)));
+    items.push(buildResult('Saved reply', reply.title, reply.body, 'Insert', () => box.onReply(reply.body)));
   }
   box.results.replaceChildren(...items);
   box.status.textContent =
