@@ -31,7 +31,7 @@ from relay.hub import LocalHub
 from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
-from relay.resources import load_content
+from relay.resources import load_content, log_stale_entries
 from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         content = load_content(settings.content_dir)
+        log_stale_entries(content, settings.content_max_age_days)
         cipher = load_cipher(
             settings.data_key, settings.data_key_file, settings.database
         )

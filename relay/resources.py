@@ -12,6 +12,7 @@ switched off, so the rendered pages contain only markup the renderer writes.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import tomllib
 import unicodedata
@@ -24,6 +25,8 @@ from markdown_it.token import Token
 from markupsafe import Markup
 
 from relay.i18n import gettext as _
+
+logger = logging.getLogger("relay.resources")
 
 CONTENT_DIR = Path(__file__).parent / "content"
 LANGUAGES = ("en", "mt")
@@ -306,7 +309,28 @@ def load_content(directory: Path = CONTENT_DIR) -> Content:
                 f"{services_path}: service {service.id!r} has the id of a page;"
                 " give it another id."
             )
+    logger.info(
+        "loaded %d hub pages in %d languages and %d directory entries from %s",
+        len(order),
+        len(LANGUAGES),
+        len(services),
+        directory,
+    )
     return Content(pages, order, services, services_path, title, summary)
+
+
+def log_stale_entries(content: Content, max_age_days: int) -> None:
+    """Log a warning when directory entries are older than ``max_age_days``."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    stale = content.stale_services(today, max_age_days)
+    if stale:
+        logger.warning(
+            "%d directory entries were not checked in the last %d days: %s;"
+            " run `vso content check`",
+            len(stale),
+            max_age_days,
+            ", ".join(service.id for service in stale),
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@ storage with the conversation, and the plain-text form."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from relay.crypto import PREFIX as SEALED_PREFIX
+from relay.crypto import new_key_text
 from relay.resources import load_content, resource_as_text
 from tests.relayserver import (
     Client,
@@ -182,3 +184,35 @@ def test_card_as_text_for_email() -> None:
         " immedjat.",
         "Phone: +356 2294 0000",
     ]
+
+
+async def test_card_survives_key_rotation(tmp_path: Path) -> None:
+    old_key, new_key = new_key_text(), new_key_text()
+    server = RelayServer(tmp_path, data_key=old_key)
+    await asyncio.to_thread(server.start)
+    try:
+        staff, guest, conversation, started = await _paired(server)
+        await staff.send(_resource(conversation))
+        await guest.expect("message", client_id="card-1")
+        await guest.close()
+        await staff.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+    server.env["VSO_DATA_KEY"] = f"{new_key} {old_key}"
+    result = server.cli("rotate-key")
+    assert result.returncode == 0, result.stderr
+    server.env["VSO_DATA_KEY"] = new_key
+    await asyncio.to_thread(server.start)
+    try:
+        again = await visitor(server)
+        await again.send({"type": "resume", "token": started["token"], "last_seq": 0})
+        replayed = await again.expect("message", client_id="card-1")
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert replayed["resource"]["id"] == "victim-support-line"
+
+
+async def test_start_warns_about_stale_entries(relay: RelayServer) -> None:
+    log = relay.log()
+    assert "6 directory entries were not checked in the last 180 days" in log
+    assert "legal-aid" in log

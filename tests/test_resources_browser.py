@@ -151,7 +151,7 @@ def test_maltese_page_card_links_to_hub(relay: RelayServer, browser: Browser) ->
     link = chat.locator(".resource-card").get_by_role(
         "link", name="Kif tirrapporta reat f'Malta"
     )
-    expect(link).to_have_attribute("href", "/info/report?lang=mt")
+    expect(link).to_have_attribute("href", "/info/report?lang=mt&site=demo")
     expect(link).to_have_attribute("target", "_blank")
 
 

@@ -14,8 +14,9 @@ export function isResourceCard(card) {
   );
 }
 
-// Builds the element that shows `card`, with the labels in `labels` when given.
-export function buildResourceCard(card, labels = LABELS) {
+// Builds the element that shows `card`. A `site` key is added to a hub page's link, so
+// that the page's Quick exit leaves for that partner's neutral page.
+export function buildResourceCard(card, { site = "", labels = LABELS } = {}) {
   const element = document.createElement("div");
   element.className = "resource-card";
   const name = document.createElement("p");
@@ -39,7 +40,8 @@ export function buildResourceCard(card, labels = LABELS) {
     addDetail(details, labels.website, link(card.website, card.website, true));
   }
   if (card.link.startsWith("/info/")) {
-    addDetail(details, labels.link, link(card.link, card.name, true));
+    const href = site ? `${card.link}&site=${encodeURIComponent(site)}` : card.link;
+    addDetail(details, labels.link, link(href, card.name, true));
   }
   if (details.childElementCount > 0) element.append(details);
   return element;

@@ -628,7 +628,7 @@ function createMessageItem(sender, body, sentAt, volunteerName = null, card = nu
   status.className = "message-status";
   meta.append(author, " ", time, " ", status);
   if (card) {
-    item.append(meta, buildResourceCard(card));
+    item.append(meta, buildResourceCard(card, { site: dom.chat.dataset.site || "" }));
   } else {
     const text = document.createElement("p");
     text.className = "message-body";
