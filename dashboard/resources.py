@@ -31,8 +31,8 @@ async def share_resource(
 ) -> None:
     """Send a resource card into one of the volunteer's conversations.
 
-    The relay builds the card from its own content by id, so the visitor sees
-    only what the directory or hub page says. Raises ``ProtocolError``:
+    The relay builds the card from its own content by id, so a card contains
+    only what the directory or hub page contains. Raises ``ProtocolError``:
     ``not_found`` for an unknown resource or language, ``message_too_long``
     when the card's text is over the message limit, and whatever
     ``volunteer_send`` raises for a conversation that is not theirs.

@@ -1,6 +1,6 @@
 // The "Resources and saved replies" box under each chat panel. The volunteer searches
-// the hub's directory and pages and the saved replies; the relay searches, so the page
-// holds no copy of the content. A hub result is sent as a resource card, which the
+// the hub's directory and pages and the saved replies. The relay runs the search, so the
+// page contains no copy of the content. A hub result is sent as a resource card, which the
 // relay builds from its id. A saved reply only fills the reply box, so the volunteer
 // reads and can change it before sending.
 
@@ -89,7 +89,7 @@ async function runSearch(box) {
     if (request === box.request) box.status.textContent = 'The search failed. Try again.';
     return;
   }
-  // An older search that answers late must not replace a newer one.
+  // A late response to an older search must not replace a newer one.
   if (request !== box.request) return;
   showResults(box, data);
 }
