@@ -14,18 +14,23 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from relay.conversations import EMERGENCY_NUMBER
+from relay.i18n import gettext as _
 from relay.pages import serving_origin
 from relay.resources import LANGUAGES, info_path
 from relay.services import get_services
 from relay.store import Site
 from widget import nojs
-from widget.routes import _not_found, _safety_context, templates
+from widget.routes import (
+    SITE_KEY_MAX_CHARS,
+    _not_found,
+    _safety_context,
+    _site_from_query,
+    templates,
+)
 
 logger = logging.getLogger("widget.info")
 
-SITE_KEY_MAX_CHARS = 64
 LANGUAGE_NAMES = {"en": "English", "mt": "Malti"}
-NOT_FOUND = "This page does not exist. Check the address."
 _INFO_LINK = re.compile(r'href="(/info[^"]*)"')
 
 
@@ -73,13 +78,6 @@ def waiting_links(request: Request, language: str) -> list[dict[str, str]]:
 
 
 templates.env.globals["hub_waiting_links"] = waiting_links
-
-
-async def _site(request: Request) -> Site | None:
-    key = request.query_params.get("site", "")
-    if not key or len(key) > SITE_KEY_MAX_CHARS:
-        return None
-    return await get_services(request).store.get_site_by_key(key)
 
 
 async def _render(
@@ -134,27 +132,35 @@ async def _render(
 
 def _language(request: Request) -> str | None:
     language = request.query_params.get("lang", "en")
-    return language if language in LANGUAGES else None
+    if language in LANGUAGES:
+        return language
+    logger.info("hub page requested in an unknown language")
+    return None
+
+
+def _page_not_found(request: Request) -> Response:
+    return _not_found(request, _("This page does not exist. Check the address."))
 
 
 async def index(request: Request) -> Response:
     """Serve the hub's list of pages."""
-    site = await _site(request)
+    site = await _site_from_query(request)
     language = _language(request)
     if language is None:
-        return _not_found(request, NOT_FOUND)
+        return _page_not_found(request)
     return await _render(request, "info_index.html", language, site)
 
 
 async def page(request: Request) -> Response:
     """Serve one hub page, rendered from its Markdown file."""
-    site = await _site(request)
+    site = await _site_from_query(request)
     language = _language(request)
     slug = request.path_params["slug"]
     content = get_services(request).content
     found = content.page(slug, language) if language else None
     if found is None or language is None:
-        return _not_found(request, NOT_FOUND)
+        logger.info("hub page not found")
+        return _page_not_found(request)
     return await _render(
         request,
         "info_page.html",
@@ -167,10 +173,10 @@ async def page(request: Request) -> Response:
 
 async def directory(request: Request) -> Response:
     """Serve the directory of support services."""
-    site = await _site(request)
+    site = await _site_from_query(request)
     language = _language(request)
     if language is None:
-        return _not_found(request, NOT_FOUND)
+        return _page_not_found(request)
     content = get_services(request).content
     entries = [
         {
