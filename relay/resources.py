@@ -1,12 +1,12 @@
 """The information hub's content: Markdown pages and the directory of services.
 
-Staff edit the files under ``relay/content/`` without touching code:
-``pages.toml`` lists the pages in order, ``<language>/<slug>.md`` contains each page
-(a leading ``<!-- ... -->`` note for editors is not shown) and ``services.toml``
-the directory. ``load_content`` reads and checks all of
-them at start; a malformed file raises ``ContentError`` naming the file and
-the field. Markdown is rendered with markdown-it-py with HTML in the source
-switched off, so the rendered pages contain only markup the renderer writes.
+Staff edit the files under ``relay/content/`` without touching code.
+``pages.toml`` lists the pages in order, ``<language>/<slug>.md`` contains each
+page (a leading ``<!-- ... -->`` note for editors is not shown) and
+``services.toml`` the directory. ``load_content`` reads and checks all of them
+at start, and a malformed file raises ``ContentError`` naming the file and the
+field. Markdown is rendered with markdown-it-py with HTML in the source switched
+off, so the rendered pages contain only markup the renderer writes.
 """
 
 from __future__ import annotations
