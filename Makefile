@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SOURCES := relay widget dashboard tests bench
 
-.PHONY: install run test check format bench chromium nginx dovecot clean
+.PHONY: install run test check format bench chromium nginx dovecot axe clean
 
 install: $(STAMP)
 
@@ -40,7 +40,19 @@ dovecot:
 	  else sudo apt-get update -qq && sudo RUNLEVEL=1 apt-get install -y -qq dovecot-imapd; fi; \
 	fi
 
-test: install chromium nginx dovecot
+# The accessibility tests inject axe-core from the npm registry into served pages.
+AXE_VERSION := 4.14.1
+AXE := $(VENV)/npm/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+
+$(AXE):
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq npm; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq npm; fi; \
+	fi
+	npm install --prefix $(VENV)/npm --no-save --no-audit --no-fund axe-core@$(AXE_VERSION)
+
+test: install chromium nginx dovecot axe
 	$(BIN)/pytest
 
 # The relay against a raw websockets relay, then the chat page's weight without

@@ -18,6 +18,8 @@ from dashboard import (
     inbox,
     invite,
     mail,
+    replies,
+    resources,
     site_admin,
     statistics,
     supervision,
@@ -35,6 +37,7 @@ from dashboard.common import (
     start_session,
     templates,
 )
+from dashboard.resources import share_resource, stale_count
 from relay import auth, protocol
 from relay.forms import honeypot_filled
 from relay.pages import serving_origin
@@ -56,9 +59,9 @@ async def dashboard_page(request: Request) -> Response:
         {
             "display_name": volunteer.display_name,
             "totp_enabled": volunteer.totp_enabled,
-            "is_admin": volunteer.role == "admin",
-            "can_see_statistics": has_role(volunteer, "supervisor"),
             "is_supervisor": has_role(volunteer, "supervisor"),
+            "is_admin": has_role(volunteer, "admin"),
+            "stale_entries": stale_count(volunteer, services),
             "csrf_token": services.signer.csrf_token(session_id),
             "ws_url": f"{ws_origin(serving_origin(request, services.settings))}"
             "/dashboard/ws",
@@ -219,6 +222,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
             case protocol.Block():
                 blocked = await chat.volunteer_block(volunteer.id, frame.conversation)
                 services.guard.block(blocked)
+            case protocol.ShareResource():
+                await share_resource(services, volunteer.id, frame)
             case _:
                 await supervision.handle_frame(services, volunteer, peer, frame)
 
@@ -246,6 +251,8 @@ routes: list[BaseRoute] = [
     *statistics.routes,
     *supervision.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
+    *resources.routes,
+    *replies.routes,
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(
         STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="dashboard_static"

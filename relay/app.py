@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import dashboard.routes
+import widget.info
 import widget.routes
 from relay import metrics, protocol
 from relay.auth import Signer
@@ -32,6 +33,7 @@ from relay.mail import MailService
 from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
+from relay.resources import load_content, log_stale_entries
 from relay.retention import run_purges
 from relay.services import Services, get_services
 from relay.settings import Settings
@@ -100,6 +102,8 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        content = load_content(settings.content_dir)
+        log_stale_entries(content, settings.content_max_age_days)
         cipher = load_cipher(
             settings.data_key, settings.data_key_file, settings.database
         )
@@ -134,6 +138,7 @@ def create_app(settings: Settings) -> Starlette:
             ),
             mail=mail,
             supervision=Supervision(store, hub, chat, settings.break_seconds),
+            content=content,
         )
         if mail is not None:
             mail.start()
@@ -173,6 +178,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=SHARED_STATIC_DIR), name="static"),
         *widget.routes.routes,
+        *widget.info.routes,
         *dashboard.routes.routes,
     ]
     return Starlette(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import getpass
 import logging
 import re
@@ -22,6 +23,7 @@ from relay.mail import check_servers
 from relay.mailimap import MailError
 from relay.mailstore import reseal_mail
 from relay.passwords import check_new_password
+from relay.resources import ContentError, load_content, stale_report
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
 from relay.sites import (
@@ -265,6 +267,23 @@ async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
     _write(new_key_text())
 
 
+async def content_check(settings: Settings, args: argparse.Namespace) -> None:
+    """Check the hub's content; fail when it is invalid or details are too old."""
+    try:
+        content = load_content(settings.content_dir)
+    except ContentError as error:
+        raise CommandError(str(error)) from None
+    lines = stale_report(content, args.today, settings.content_max_age_days)
+    for line in lines:
+        _write(line)
+    if lines:
+        raise CommandError(
+            f"{len(lines)} directory entries need checking: verify them with each"
+            " service, then update 'checked' in the file."
+        )
+    _write(f"All {len(content.services)} directory entries were checked recently.")
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Return the keyword arguments ``vso serve`` gives ``uvicorn.run``.
 
@@ -306,6 +325,10 @@ def serve(settings: Settings) -> None:
 
     _check_port_free(settings.host, settings.port)
     _cipher(settings)
+    try:
+        load_content(settings.content_dir)
+    except ContentError as error:
+        raise CommandError(str(error)) from None
     if settings.demo:
         asyncio.run(_prepare_demo(settings))
     logger.info("listening on http://%s:%d", settings.host, settings.port)
@@ -417,7 +440,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign in to the VSO_MAIL_* IMAP and SMTP servers; fetches and sends"
         " nothing",
     )
+    content = commands.add_parser("content", help="check the information hub")
+    content_commands = content.add_subparsers(dest="action", required=True)
+    check = content_commands.add_parser(
+        "check",
+        help="check the content files and list directory entries whose details"
+        " are older than VSO_CONTENT_MAX_AGE_DAYS; exit status 1 when any is",
+    )
+    check.add_argument(
+        "--today",
+        type=_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the date to measure ages from (default: today in UTC)",
+    )
     return parser
+
+
+def _date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date; write it as YYYY-MM-DD."
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -444,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("admin", "add"): admin_add,
         ("site", "add"): site_add,
         ("site", "list"): site_list,
+        ("content", "check"): content_check,
     }
     commands = {
         "purge": purge,

@@ -63,6 +63,8 @@ def message_frame(message: Message, author: str | None) -> dict[str, Any]:
     }
     if message.sender == "volunteer" and author is not None:
         frame["author"] = author
+    if message.resource is not None:
+        frame["resource"] = message.resource
     return frame
 
 
@@ -538,11 +540,19 @@ class ChatService:
             "conversation %s accepted by volunteer %d", conversation_id, volunteer_id
         )
 
-    async def volunteer_send(self, volunteer_id: int, send: protocol.Send) -> None:
+    async def volunteer_send(
+        self,
+        volunteer_id: int,
+        send: protocol.Send,
+        resource: dict[str, str] | None = None,
+    ) -> None:
+        """Store a volunteer's reply, or a resource card with its text as body."""
         conversation_id = await self._owned(
             volunteer_id, send.conversation, send.client_id
         )
-        await self._store_and_deliver(conversation_id, "volunteer", send, volunteer_id)
+        await self._store_and_deliver(
+            conversation_id, "volunteer", send, volunteer_id, resource
+        )
 
     async def volunteer_end(
         self, volunteer_id: int, conversation_id: str | None
@@ -842,6 +852,7 @@ class ChatService:
         sender: str,
         send: protocol.Send,
         volunteer_id: int | None,
+        resource: dict[str, str] | None = None,
     ) -> None:
         async with self._lock(conversation_id):
             if volunteer_id is not None and not self.may_write(
@@ -856,7 +867,12 @@ class ChatService:
                 )
             try:
                 message, created = await self.store.add_message(
-                    conversation_id, sender, send.client_id, send.body, volunteer_id
+                    conversation_id,
+                    sender,
+                    send.client_id,
+                    send.body,
+                    volunteer_id,
+                    resource,
                 )
             except ConversationClosedError:
                 raise ProtocolError(

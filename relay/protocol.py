@@ -21,6 +21,8 @@ FRAME_OVERHEAD_BYTES = 1024
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CONVERSATION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+RESOURCE_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2}")
 
 # WebSocket close codes (RFC 6455 and the IANA registry), plus one of our own.
 CLOSE_POLICY_VIOLATION = 1008
@@ -116,6 +118,16 @@ class Availability:
 @dataclass(frozen=True)
 class Accept:
     conversation: str
+
+
+@dataclass(frozen=True)
+class ShareResource:
+    """A volunteer's request to send a directory entry or hub page as a card."""
+
+    conversation: str
+    client_id: str
+    resource: str
+    language: str
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,7 @@ VolunteerFrame = (
     | SupervisorSend
     | Transfer
     | Acknowledge
+    | ShareResource
 )
 
 
@@ -387,6 +400,13 @@ def parse_volunteer_frame(
         case "block":
             return Block(
                 conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
+            )
+        case "resource":
+            return ShareResource(
+                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN),
+                client_id=_string(data, "client_id", CLIENT_ID_PATTERN),
+                resource=_string(data, "resource", RESOURCE_ID_PATTERN),
+                language=_string(data, "language", LANGUAGE_PATTERN),
             )
         case "ping":
             return Ping()

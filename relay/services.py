@@ -13,6 +13,7 @@ from relay.inbox import InboxService
 from relay.mail import MailService
 from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
+from relay.resources import Content
 from relay.settings import Settings
 from relay.store import Store
 from relay.supervision import Supervision
@@ -20,7 +21,8 @@ from relay.supervision import Supervision
 
 @dataclass
 class Services:
-    """The objects the lifespan opens: settings, storage, connections and chats."""
+    """The objects the lifespan opens: settings, storage, connections, chats
+    and the information hub's content."""
 
     settings: Settings
     store: Store
@@ -31,6 +33,7 @@ class Services:
     nojs: NoScriptVisitors
     inbox: InboxService
     supervision: Supervision
+    content: Content
     # None unless VSO_MAIL_ADDRESS is set.
     mail: MailService | None = None
 

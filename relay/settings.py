@@ -16,6 +16,7 @@ from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher
 from relay.mailsettings import DEFAULT_MAX_BYTES, MailSettingsError, parse_mail_settings
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
+from relay.resources import CONTENT_DIR
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -90,6 +91,8 @@ class Settings:
     timezone: str = "Europe/Malta"
     opening_hours: str = "mon-sun 00:00-24:00"
     break_seconds: int = 600
+    content_dir: Path = CONTENT_DIR
+    content_max_age_days: int = 180
 
     @property
     def public_origin(self) -> str:
@@ -376,6 +379,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except OpeningHoursError as error:
             raise SettingsError(f"VSO_OPENING_HOURS is invalid: {error}") from None
         values["opening_hours"] = env["VSO_OPENING_HOURS"].strip()
+    if "VSO_CONTENT_DIR" in env:
+        if not env["VSO_CONTENT_DIR"].strip():
+            raise SettingsError("VSO_CONTENT_DIR is empty; give a folder path.")
+        values["content_dir"] = Path(env["VSO_CONTENT_DIR"].strip())
+    if "VSO_CONTENT_MAX_AGE_DAYS" in env:
+        values["content_max_age_days"] = _parse_int(
+            "VSO_CONTENT_MAX_AGE_DAYS", env["VSO_CONTENT_MAX_AGE_DAYS"], 1, 3650
+        )
     database = values.get("database", Settings.database)
     database_path = Path(str(database))
     if "VSO_SECRET_KEY" in env:

@@ -393,6 +393,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX availability_periods_open ON availability_periods (volunteer_id)
         WHERE ended_at IS NULL;
     """,
+    # Resource cards sent in chats (sealed JSON), and admins' saved replies.
+    """
+    ALTER TABLE messages ADD COLUMN resource TEXT;
+    CREATE TABLE saved_replies (
+        id INTEGER PRIMARY KEY,
+        language TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX saved_replies_language ON saved_replies (language, title);
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -510,6 +523,29 @@ class Message:
     created_at: str
     # Internal: the volunteer who wrote it, never sent to a visitor.
     volunteer_id: int | None = None
+    # The resource card a volunteer sent, whose plain-text form is ``body``.
+    resource: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SavedReply:
+    """A reply text admins prepared, which volunteers insert into their answer."""
+
+    id: int
+    language: str
+    title: str
+    body: str
+    updated_at: str
+
+
+def _saved_reply(row: sqlite3.Row) -> SavedReply:
+    return SavedReply(
+        id=row["id"],
+        language=row["language"],
+        title=row["title"],
+        body=row["body"],
+        updated_at=row["updated_at"],
+    )
 
 
 @dataclass(frozen=True)
@@ -734,6 +770,11 @@ async def _record_availability(
             "UPDATE availability_periods SET ended_at = ? WHERE id = ?",
             (now, row[0]),
         )
+
+
+def _resource_context(conversation_id: str, seq: int) -> str:
+    """Return the associated data that binds a sealed resource card to its row."""
+    return f"resource:{conversation_id}:{seq}"
 
 
 class Store:
@@ -1436,15 +1477,17 @@ class Store:
         client_id: str,
         body: str,
         volunteer_id: int | None = None,
+        resource: dict[str, str] | None = None,
     ) -> tuple[Message, bool]:
         """Store a message with the conversation's next sequence number.
 
         Returns the message and True, or the message stored earlier with the same
         sender and ``client_id`` and False. Raises ``ConversationClosedError`` when
         the conversation is over or unknown, ``StoreError`` when the write fails.
+        A ``resource`` card is sealed like the body and stored with it.
         """
         pending = _PendingMessage(
-            conversation_id, sender, client_id, body, volunteer_id
+            conversation_id, sender, client_id, body, volunteer_id, resource
         )
         self._pending.append(pending)
         if self._flusher is None or self._flusher.done():
@@ -1535,11 +1578,12 @@ class Store:
             body=pending.body,
             created_at=created_at,
             volunteer_id=pending.volunteer_id,
+            resource=pending.resource,
         )
         inserted = db.execute(
             "INSERT INTO messages"
             " (conversation_id, seq, sender, volunteer_id, client_id, body,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " created_at, resource) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (conversation_id, sender, client_id) DO NOTHING",
             (
                 message.conversation_id,
@@ -1549,6 +1593,7 @@ class Store:
                 message.client_id,
                 self._seal(message.body, message.conversation_id, message.seq),
                 message.created_at,
+                self._seal_resource(message),
             ),
         ).rowcount
         if inserted == 1:
@@ -1589,6 +1634,40 @@ class Store:
             raise StoreError("The store was opened without a data key.")
         return self._cipher.encrypt(body, _message_context(conversation_id, seq))
 
+    def _seal_resource(self, message: Message) -> str | None:
+        if message.resource is None:
+            return None
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        return self._cipher.encrypt(
+            json.dumps(message.resource, ensure_ascii=False),
+            _resource_context(message.conversation_id, message.seq),
+        )
+
+    def _open_resource(self, row: sqlite3.Row) -> dict[str, str] | None:
+        sealed = row["resource"]
+        if sealed is None:
+            return None
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        try:
+            card = json.loads(
+                self._cipher.decrypt(
+                    sealed, _resource_context(row["conversation_id"], row["seq"])
+                )
+            )
+        except (DecryptionError, ValueError) as error:
+            raise StoreError(
+                f"The resource card of message {row['seq']} of"
+                f" {row['conversation_id']} cannot be read: {error}"
+            ) from error
+        if not isinstance(card, dict):
+            raise StoreError(
+                f"The resource card of message {row['seq']} of"
+                f" {row['conversation_id']} is not a JSON object."
+            )
+        return {str(key): str(value) for key, value in card.items()}
+
     def _message(self, row: sqlite3.Row) -> Message:
         body: str = row["body"]
         # Bodies written before encryption at rest stay readable until
@@ -1613,10 +1692,12 @@ class Store:
             body=body,
             created_at=row["created_at"],
             volunteer_id=row["volunteer_id"],
+            resource=self._open_resource(row),
         )
 
     async def reseal_messages(self, batch: int = 500) -> int:
-        """Seal every body not sealed with the current key; return how many.
+        """Seal every body (and its resource card) not sealed with the current
+        key; return how many messages were sealed.
 
         Works in transactions of ``batch`` rows, so a relay can keep running.
         Raises ``StoreError`` when a body cannot be decrypted with any key.
@@ -1634,12 +1715,13 @@ class Store:
                 for row in rows:
                     message = self._message(row)
                     await tx.execute(
-                        "UPDATE messages SET body = ?"
+                        "UPDATE messages SET body = ?, resource = ?"
                         " WHERE conversation_id = ? AND seq = ?",
                         (
                             self._seal(
                                 message.body, message.conversation_id, message.seq
                             ),
+                            self._seal_resource(message),
                             message.conversation_id,
                             message.seq,
                         ),
@@ -2342,6 +2424,59 @@ class Store:
         )
         return {row[0]: int(row[1]) for row in rows}
 
+    # Saved replies
+
+    async def list_saved_replies(self, language: str | None = None) -> list[SavedReply]:
+        """Return the saved replies, of one language when given, by title."""
+        if language is None:
+            rows = await self._fetchall(
+                "SELECT * FROM saved_replies ORDER BY language, title, id"
+            )
+        else:
+            rows = await self._fetchall(
+                "SELECT * FROM saved_replies WHERE language = ? ORDER BY title, id",
+                (language,),
+            )
+        return [_saved_reply(row) for row in rows]
+
+    async def get_saved_reply(self, reply_id: int) -> SavedReply | None:
+        row = await self._fetchone(
+            "SELECT * FROM saved_replies WHERE id = ?", (reply_id,)
+        )
+        return _saved_reply(row) if row else None
+
+    async def add_saved_reply(self, language: str, title: str, body: str) -> int:
+        """Insert a saved reply and return its id."""
+        now = utc_now()
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "INSERT INTO saved_replies"
+                " (language, title, body, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (language, title, body, now, now),
+            )
+            return int(cursor.lastrowid or 0)
+
+    async def update_saved_reply(
+        self, reply_id: int, language: str, title: str, body: str
+    ) -> bool:
+        """Change a saved reply; return False when there is none with this id."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "UPDATE saved_replies SET language = ?, title = ?, body = ?,"
+                " updated_at = ? WHERE id = ?",
+                (language, title, body, utc_now(), reply_id),
+            )
+            return cursor.rowcount == 1
+
+    async def delete_saved_reply(self, reply_id: int) -> bool:
+        """Delete a saved reply; return False when there is none with this id."""
+        async with self._transaction() as tx:
+            cursor = await tx.execute(
+                "DELETE FROM saved_replies WHERE id = ?", (reply_id,)
+            )
+            return cursor.rowcount == 1
+
 
 @dataclass
 class _PendingMessage:
@@ -2352,6 +2487,7 @@ class _PendingMessage:
     client_id: str
     body: str
     volunteer_id: int | None
+    resource: dict[str, str] | None = None
     future: asyncio.Future[tuple[Message, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

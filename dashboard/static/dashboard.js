@@ -8,6 +8,7 @@
 // - Text from the relay reaches the DOM only through textContent, so visitor text shows as
 //   text and is never parsed as HTML.
 
+import { buildResourceCard, isResourceCard } from '/static/card.js';
 import { appendLinkedText } from '/static/text.js';
 import {
   SUPPORT_TEXT,
@@ -16,6 +17,7 @@ import {
   buildWhisperElement,
   placeWhisper,
 } from '/dashboard/static/support.js';
+import { buildResourceSearch } from './resources.js';
 
 // NOTE: the relay's limit can be set lower with VSO_MAX_MESSAGE_CHARS. A reply over that
 // lower limit passes this check, and the relay's message_too_long error states its limit.
@@ -920,8 +922,20 @@ function buildChatPanel(chat) {
   endControls.element.append(support.element);
   const hardChat = buildHardChatControl(() => markChatHard(chat));
   endedNotice.element.insertBefore(hardChat.element, endedNotice.closeButton);
+  const resourceSearch = buildResourceSearch({
+    onCard: (resource, language) => shareResource(chat, resource, language),
+    onReply: (text) => insertSavedReply(chat, text),
+  });
 
-  panel.append(header.element, log, alert, endedNotice.element, replyForm.element, endControls.element);
+  panel.append(
+    header.element,
+    log,
+    alert,
+    endedNotice.element,
+    replyForm.element,
+    resourceSearch,
+    endControls.element,
+  );
   panel.addEventListener('focusin', () => clearUnread(chat));
   panel.addEventListener('pointerdown', () => clearUnread(chat));
 
@@ -1179,6 +1193,37 @@ function submitReply(chat) {
   updateReplyCounter(chat);
 }
 
+// Asks the relay to send a resource card; the card appears when its message frame comes.
+function shareResource(chat, resource, language) {
+  if (chat.ended || connection.signedOut) {
+    return;
+  }
+  const sent = sendFrame({
+    type: 'resource',
+    conversation: chat.conversation,
+    client_id: createClientId(),
+    resource,
+    language,
+  });
+  if (sent) {
+    clearChatAlert(chat);
+  } else {
+    showChatAlert(chat, 'Not connected, so the card was not sent. Try again when the dashboard reconnects.');
+  }
+}
+
+// Puts a saved reply in the reply box, after any text already there; it is not sent.
+function insertSavedReply(chat, text) {
+  if (chat.ended) {
+    return;
+  }
+  const textarea = chat.elements.textarea;
+  const draft = textarea.value.trimEnd();
+  textarea.value = draft ? `${draft}\n\n${text}` : text;
+  updateReplyCounter(chat);
+  textarea.focus();
+}
+
 // Sends one reply. A reply sent while disconnected stays pending and goes out with the same
 // client_id after the next state frame, and the relay stores a repeated client_id once.
 function sendReply(chat, pending) {
@@ -1273,6 +1318,7 @@ function renderMessage(chat, message) {
     String(message.body ?? ''),
     parseTime(message.sent_at),
     senderLabel(message),
+    isResourceCard(message.resource) ? message.resource : null,
   );
   placeMessage(chat, element, message.seq);
   if (message.sender === 'visitor') {
@@ -1295,7 +1341,8 @@ function senderLabel(message) {
   return 'You';
 }
 
-function buildMessageElement(sender, body, sentAt, label = null) {
+// A message with a resource `card` shows the card; its body is the card as plain text.
+function buildMessageElement(sender, body, sentAt, label = null, card = null) {
   const fromVisitor = sender === 'visitor';
   const element = document.createElement('article');
   element.className = fromVisitor ? 'message from-visitor' : 'message from-you';
@@ -1307,6 +1354,10 @@ function buildMessageElement(sender, body, sentAt, label = null) {
   senderName.textContent = label ?? (fromVisitor ? 'Visitor' : 'You');
   meta.append(senderName, ' ', buildTimeElement(sentAt));
 
+  if (card) {
+    element.append(meta, buildResourceCard(card));
+    return element;
+  }
   const text = document.createElement('p');
   text.className = 'message-body';
   text.dir = 'auto';

@@ -3,6 +3,7 @@
 // Message bodies come from other people, so text only ever enters the DOM through
 // textContent.
 
+import { buildResourceCard, isResourceCard } from "/static/card.js";
 import { appendLinkedText } from "/static/text.js";
 
 const STORAGE_KEY = "vso-chat"; // sessionStorage key of the conversation token
@@ -356,7 +357,8 @@ function handleMessageFrame(frame) {
     markDelivered(item, sentAt);
   } else {
     const author = typeof frame.author === "string" ? frame.author : null;
-    item = createMessageItem(sender, body, sentAt, author);
+    const card = isResourceCard(frame.resource) ? frame.resource : null;
+    item = createMessageItem(sender, body, sentAt, author, card);
   }
   placeMessage(item, seq);
 }
@@ -625,7 +627,8 @@ function countCharacters(text) {
 
 // ---- Transcript ----
 
-function createMessageItem(sender, body, sentAt, volunteerName = null) {
+// A message with a resource `card` shows the card; its body is the card as plain text.
+function createMessageItem(sender, body, sentAt, volunteerName = null, card = null) {
   const item = document.createElement("div");
   item.className = `message message-${sender}`;
   const meta = document.createElement("p");
@@ -639,11 +642,15 @@ function createMessageItem(sender, body, sentAt, volunteerName = null) {
   const status = document.createElement("span");
   status.className = "message-status";
   meta.append(author, " ", time, " ", status);
-  const text = document.createElement("p");
-  text.className = "message-body";
-  text.dir = "auto";
-  appendLinkedText(text, body);
-  item.append(meta, text);
+  if (card) {
+    item.append(meta, buildResourceCard(card, { site: dom.chat.dataset.site || "" }));
+  } else {
+    const text = document.createElement("p");
+    text.className = "message-body";
+    text.dir = "auto";
+    appendLinkedText(text, body);
+    item.append(meta, text);
+  }
   setMessageTime(item, sentAt);
   return item;
 }
