@@ -127,6 +127,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE sessions ADD COLUMN last_seen_at TEXT;
     """,
+    # Each site's default language for visitors, and the language a visitor
+    # chose for their conversation, as codes of relay.i18n.LANGUAGES.
+    """
+    ALTER TABLE sites ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    ALTER TABLE conversations ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -182,6 +188,7 @@ class Site:
     origins: tuple[str, ...]
     created_at: str
     exit_url: str
+    language: str = "en"
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,7 @@ class Conversation:
     assigned_at: str | None
     ended_at: str | None
     end_reason: str | None
+    language: str = "en"
 
     @property
     def is_open(self) -> bool:
@@ -236,6 +244,7 @@ def _site(row: sqlite3.Row) -> Site:
         origins=tuple(json.loads(row["origins"])),
         created_at=row["created_at"],
         exit_url=row["exit_url"],
+        language=row["language"],
     )
 
 
@@ -251,6 +260,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         assigned_at=row["assigned_at"],
         ended_at=row["ended_at"],
         end_reason=row["end_reason"],
+        language=row["language"],
     )
 
 
@@ -589,13 +599,18 @@ class Store:
     # Sites
 
     async def add_site(
-        self, key: str, name: str, origins: list[str], exit_url: str
+        self,
+        key: str,
+        name: str,
+        origins: list[str],
+        exit_url: str,
+        language: str = "en",
     ) -> Site:
         async with self._transaction() as tx:
             cursor = await tx.execute(
-                "INSERT INTO sites (key, name, origins, created_at, exit_url)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, name, json.dumps(origins), utc_now(), exit_url),
+                "INSERT INTO sites (key, name, origins, created_at, exit_url, language)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, name, json.dumps(origins), utc_now(), exit_url, language),
             )
             site_id = cursor.lastrowid
         row = await self._fetchone("SELECT * FROM sites WHERE id = ?", (site_id,))
@@ -618,17 +633,21 @@ class Store:
     # Conversations
 
     async def create_conversation(
-        self, conversation_id: str, site_id: int, token_hash: str
+        self,
+        conversation_id: str,
+        site_id: int,
+        token_hash: str,
+        language: str = "en",
     ) -> Conversation:
         """Insert a queued conversation at the back of the queue."""
         now = utc_now()
         async with self._transaction() as tx:
             await tx.execute(
                 "INSERT INTO conversations"
-                " (id, site_id, status, token_hash, queue_key, created_at)"
+                " (id, site_id, status, token_hash, queue_key, created_at, language)"
                 " VALUES (?, ?, 'queued', ?,"
-                "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?)",
-                (conversation_id, site_id, token_hash, now),
+                "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?, ?)",
+                (conversation_id, site_id, token_hash, now, language),
             )
         conversation = await self.get_conversation(conversation_id)
         if conversation is None:
