@@ -48,7 +48,6 @@ DOMAIN = "messages"
 # The query parameter and form field that carry a visitor's language choice.
 LANGUAGE_PARAMETER = "lang"
 
-_SOURCE = _gettext.NullTranslations()
 _current_language: contextvars.ContextVar[str] = contextvars.ContextVar(
     "language", default=DEFAULT_LANGUAGE
 )
@@ -99,8 +98,8 @@ def load_translations(
     """Return the compiled catalogue of ``language`` from ``locale_dir``.
 
     Reads the ``.mo`` when it is at least as new as its ``.po``; otherwise
-    compiles the ``.po`` in memory and logs a warning. English, the language
-    of the source, needs no catalogue and falls back to the message ids.
+    compiles the ``.po`` in memory and logs a warning. An empty translation
+    falls back to the English message id, so English needs no catalogue.
     """
     folder = locale_dir / language / "LC_MESSAGES"
     po_path = folder / f"{DOMAIN}.po"
@@ -131,8 +130,6 @@ def compile_catalogue(po_path: Path) -> bytes:
 
 @functools.cache
 def _translations(language: str) -> _gettext.NullTranslations:
-    if language == DEFAULT_LANGUAGE:
-        return _SOURCE
     return load_translations(language)
 
 
