@@ -47,6 +47,7 @@ def make_templates(
     environment.globals["current_language"] = i18n.current_language
     environment.globals["text_direction"] = i18n.text_direction
     environment.globals["format_time"] = i18n.format_time
+    environment.globals["language_names"] = i18n.language_names
     environment.globals["script_texts"] = script_texts_function(static_dir)
     return Jinja2Templates(env=environment)
 

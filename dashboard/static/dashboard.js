@@ -8,7 +8,13 @@
 // - Text from the relay reaches the DOM only through textContent, so visitor text shows as
 //   text and is never parsed as HTML.
 
-import { appendLinkedText } from '/static/text.js';
+import { appendLinkedText, readJsonBlock, translator } from '/static/text.js';
+
+// Texts in the dashboard's language, keyed by the English text that _() receives; the
+// relay fills #dashboard-text from this file's _() calls, so each text is a literal.
+const _ = translator(readJsonBlock('dashboard-text'));
+// The names of the visitors' languages in the dashboard's language, by code.
+const LANGUAGE_NAMES = readJsonBlock('language-names');
 
 // NOTE: the relay's limit can be set lower with VSO_MAX_MESSAGE_CHARS. A reply over that
 // lower limit passes this check, and the relay's message_too_long error states its limit.
@@ -417,6 +423,7 @@ function handleState(frame) {
     }
     setVisitorConnected(chat, entry.visitor_connected !== false);
     setTransport(chat, entry.transport);
+    setLanguage(chat, entry.language);
   }
 
   for (const chat of dashboard.chats.values()) {
@@ -459,6 +466,7 @@ function handleAssigned(frame) {
     setVisitorConnected(chat, frame.visitor_connected);
   }
   setTransport(chat, frame.transport);
+  setLanguage(chat, frame.language);
   renderQueue();
   updateChatsSummary();
   announce(`You are now chatting with ${chat.label}.`);
@@ -679,6 +687,7 @@ function renderQueue() {
     }
     item.queuedAt = parseTime(entry.queued_at);
     item.label.textContent = `Visitor ${index + 1}`;
+    setLanguageText(item.language, entry.language);
     const child = ui.queueList.children[index];
     if (child !== item.element) {
       ui.queueList.insertBefore(item.element, child || null);
@@ -709,6 +718,9 @@ function buildQueueItem(conversation) {
   label.className = 'queue-label';
   label.id = `queue-label-${nextElementId()}`;
 
+  const language = document.createElement('span');
+  language.className = 'queue-language';
+
   const waiting = document.createElement('span');
   waiting.className = 'queue-waiting';
   waiting.id = `queue-waiting-${nextElementId()}`;
@@ -720,8 +732,8 @@ function buildQueueItem(conversation) {
   button.setAttribute('aria-describedby', `${label.id} ${waiting.id}`);
   button.addEventListener('click', () => acceptVisitor(conversation));
 
-  element.append(label, waiting, button);
-  return { element, label, waiting, button, queuedAt: null };
+  element.append(label, language, waiting, button);
+  return { element, label, language, waiting, button, queuedAt: null };
 }
 
 function acceptVisitor(conversation) {
@@ -748,7 +760,7 @@ function refreshWaitingTimes() {
   for (const item of dashboard.queueItems.values()) {
     const text = formatWaiting(item.queuedAt === null ? null : now - item.queuedAt.getTime());
     item.waiting.textContent = text;
-    item.element.setAttribute('aria-label', `${item.label.textContent}, ${text}`);
+    item.element.setAttribute('aria-label', `${item.label.textContent}, ${item.language.textContent}, ${text}`);
   }
 }
 
@@ -867,6 +879,7 @@ function buildChatPanel(chat) {
     heading: header.heading,
     unreadBadge: header.unreadBadge,
     transportBadge: header.transportBadge,
+    languageBadge: header.languageBadge,
     visitorStatus: header.visitorStatus,
     endedNotice: endedNotice.element,
     endedTitle: endedNotice.title,
@@ -910,6 +923,12 @@ function buildChatHeader(chat) {
   transportBadge.title = 'The visitor has scripts switched off. Your replies reach them within a few seconds.';
   heading.append(' ', transportBadge);
 
+  // The language the visitor chose on the chat page, so the reply can be in it.
+  const languageBadge = document.createElement('span');
+  languageBadge.className = 'badge badge-language';
+  languageBadge.hidden = true;
+  heading.append(' ', languageBadge);
+
   const started = document.createElement('p');
   started.className = 'chat-meta';
   started.append('Started ');
@@ -922,7 +941,7 @@ function buildChatHeader(chat) {
   visitorStatus.textContent = 'Visitor connected';
 
   element.append(heading, started, visitorStatus);
-  return { element, heading, unreadBadge, transportBadge, visitorStatus };
+  return { element, heading, unreadBadge, transportBadge, languageBadge, visitorStatus };
 }
 
 function buildEndedNotice(chat) {
@@ -1285,6 +1304,26 @@ function setTransport(chat, transport) {
     return;
   }
   chat.elements.transportBadge.hidden = transport !== 'noscript';
+}
+
+// `language` is the code of the visitor's language, such as "mt"; older relays send none.
+function setLanguage(chat, language) {
+  if (typeof language !== 'string' || language === '') {
+    return;
+  }
+  setLanguageText(chat.elements.languageBadge, language);
+  chat.elements.languageBadge.hidden = false;
+}
+
+// Shows a language's name in the dashboard's language, from the page's
+// #language-names block, and marks the element with the code.
+function setLanguageText(element, language) {
+  if (typeof language !== 'string' || language === '') {
+    element.textContent = '';
+    return;
+  }
+  element.textContent = LANGUAGE_NAMES[language] || language;
+  element.dataset.language = language;
 }
 
 // `action` is "end" or "block"; both end the chat after the volunteer confirms.

@@ -3,7 +3,7 @@
 // Message bodies come from other people, so text only ever enters the DOM through
 // textContent.
 
-import { appendLinkedText } from "/static/text.js";
+import { appendLinkedText, readJsonBlock, translator } from "/static/text.js";
 
 const STORAGE_KEY = "vso-chat"; // sessionStorage key of the conversation token
 // The protocol's limit, in code points after trimming. NOTE: VSO_MAX_MESSAGE_CHARS can
@@ -24,7 +24,7 @@ const CLIENT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 // Texts in the page's language. The page carries them in the JSON block #chat-text,
 // keyed by the English text that _() receives; the relay fills it from this file's
 // _() calls, so every text here is a literal string.
-const TEXTS = readTexts();
+const _ = translator(readJsonBlock("chat-text"));
 
 const ENDED_REASON_TEXTS = {
   visitor: _("You ended the chat."),
@@ -106,21 +106,6 @@ function getElement(id) {
   const element = document.getElementById(id);
   if (!element) throw new Error(`The chat page has no element with id "${id}".`);
   return element;
-}
-
-function readTexts() {
-  try {
-    return JSON.parse(document.getElementById("chat-text")?.textContent || "{}");
-  } catch (error) {
-    console.error("The chat page's #chat-text block is not valid JSON, so texts stay in English:", error);
-    return {};
-  }
-}
-
-// Returns `text` in the page's language with each %(name)s replaced by values[name].
-function _(text, values = {}) {
-  const translated = TEXTS[text] || text;
-  return translated.replace(/%\((\w+)\)s/g, (placeholder, name) => (name in values ? String(values[name]) : placeholder));
 }
 
 function formatNumber(number) {
