@@ -2,14 +2,15 @@
 
 Templates call ``_()`` and ``ngettext()``; Python code imports ``gettext`` and
 ``ngettext`` from here. The language of the current request lives in a context
-variable, so one relay serves several languages at once: ``LanguageMiddleware``
-sets it for every request and WebSocket, and visitor routes that know their
-site call ``activate()`` with the visitor's choice or the site's default.
+variable, so one relay serves several languages at once. ``LanguageMiddleware``
+sets it for every request and WebSocket. Visitor routes that know their site
+then call ``activate()`` with the visitor's choice or the site's default.
 
 Catalogues live in ``relay/locale/LANG/LC_MESSAGES/messages.po``. ``make
-install`` compiles them to ``.mo`` files; a ``.mo`` that is missing or older
-than its ``.po`` is replaced by compiling the ``.po`` in memory at start, so a
-corrected translation never waits for a build step. ``docs/translations.md``
+install`` compiles them to ``.mo`` files. A ``.mo`` that is missing or older
+than its ``.po`` is replaced by compiling the ``.po`` in memory when the
+language is first used, so a corrected translation takes effect at the next
+start without a build step. ``docs/translations.md``
 explains how to add or correct one.
 """
 
@@ -41,11 +42,11 @@ DEFAULT_LANGUAGE = "en"
 # Each language the relay offers, named in itself, as the language switch and
 # the site settings show it.
 LANGUAGES: dict[str, str] = {"en": "English", "mt": "Malti"}
-# Right-to-left languages get dir="rtl" on their pages; none is offered yet.
+# Right-to-left languages get dir="rtl" on their pages. None is offered yet.
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur"})
 LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
-# The query parameter and form field that carry a visitor's language choice.
+# The query parameter that carries a visitor's language choice.
 LANGUAGE_PARAMETER = "lang"
 
 _current_language: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -198,7 +199,7 @@ class LanguageMiddleware:
     """Set the language of each HTTP request and WebSocket from its ``lang``.
 
     A request without a valid ``lang`` query parameter gets the default
-    language, so nothing carries over from an earlier request; visitor routes
+    language, so nothing carries over from an earlier request. Visitor routes
     then apply the site's default. The setting is reset when the request ends.
     """
 
