@@ -33,7 +33,7 @@ from babel.messages.extract import extract
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
-from starlette.datastructures import QueryParams
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("relay.i18n")
@@ -48,6 +48,8 @@ LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "messages"
 # The query parameter that carries a visitor's language choice.
 LANGUAGE_PARAMETER = "lang"
+# Entries of an Accept-Language header beyond this many are ignored.
+MAX_ACCEPTED_LANGUAGES = 20
 
 _current_language: contextvars.ContextVar[str] = contextvars.ContextVar(
     "language", default=DEFAULT_LANGUAGE
@@ -195,12 +197,36 @@ def _as_datetime(moment: datetime | str) -> datetime:
     return datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
+def accepted_language(header: str) -> str | None:
+    """Return the offered language an ``Accept-Language`` header prefers most.
+
+    Returns None when the header names none of them. Malformed entries are
+    skipped, and ``q=0`` means "not this one".
+    """
+    ranked: list[tuple[float, int, str]] = []
+    for index, entry in enumerate(header.split(",")[:MAX_ACCEPTED_LANGUAGES]):
+        tag, _, parameters = entry.strip().partition(";")
+        quality = 1.0
+        name, _, value = parameters.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(value)
+            except ValueError:
+                continue
+        language = tag.strip().split("-")[0].lower()
+        if quality > 0 and language in LANGUAGES:
+            ranked.append((-quality, index, language))
+    return min(ranked)[2] if ranked else None
+
+
 class LanguageMiddleware:
     """Set the language of each HTTP request and WebSocket from its ``lang``.
 
     A request without a valid ``lang`` query parameter gets the default
     language, so nothing carries over from an earlier request. Visitor routes
-    then apply the site's default. The setting is reset when the request ends.
+    then apply the site's default. Staff pages under ``/dashboard`` follow the
+    browser's ``Accept-Language`` instead, because staff have no site and no
+    language links. The setting is reset when the request ends.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -212,6 +238,10 @@ class LanguageMiddleware:
             return
         query = QueryParams(scope.get("query_string", b""))
         language = supported_language(query.get(LANGUAGE_PARAMETER))
+        if language is None and scope["path"].startswith("/dashboard"):
+            language = accepted_language(
+                Headers(scope=scope).get("accept-language", "")
+            )
         token = _current_language.set(language or DEFAULT_LANGUAGE)
         try:
             await self.app(scope, receive, send)

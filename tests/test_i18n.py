@@ -321,3 +321,40 @@ async def test_refusal_in_visitor_language(relay: RelayServer) -> None:
 
     assert error["code"] == "not_started"
     assert error["message"] == "L-ewwel ibda chat."
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("mt-MT,en;q=0.5", "mt"),
+        ("en-US,en;q=0.9", "en"),
+        ("fr, mt;q=0.8", "mt"),
+        ("mt;q=0, en;q=0.1", "en"),
+        ("mt;q=abc, en", "en"),
+        ("de", None),
+        ("", None),
+    ],
+)
+def test_accepted_language_ranks_header(header: str, expected: str | None) -> None:
+    assert i18n.accepted_language(header) == expected
+
+
+def test_dashboard_follows_accept_language(relay: RelayServer) -> None:
+    maltese = httpx.get(
+        f"{relay.base_url}/dashboard", headers={"accept-language": "mt"}, timeout=10
+    )
+    english = httpx.get(
+        f"{relay.base_url}/dashboard", headers={"accept-language": "de"}, timeout=10
+    )
+    # Visitor pages follow the site, never the browser.
+    chat = httpx.get(
+        f"{relay.base_url}/chat?site=demo",
+        headers={"accept-language": "mt"},
+        timeout=10,
+    )
+
+    assert page_language(maltese.text) == "mt"
+    assert "Isem tal-utent" in maltese.text
+    assert page_language(english.text) == "en"
+    assert "Username" in english.text
+    assert page_language(chat.text) == "en"
