@@ -21,6 +21,7 @@ from babel.messages.pofile import read_po
 from babel.plural import to_gettext
 
 from relay import i18n
+from relay.settings import SettingsError, load_settings
 from tests.relayserver import RelayServer, available_volunteer, visitor
 
 ROOT = Path(__file__).parent.parent
@@ -190,6 +191,18 @@ def test_unknown_language_is_rejected() -> None:
 
 
 # Dates, times and names
+
+
+def test_time_zone_setting_is_checked() -> None:
+    secret = {"VSO_SECRET_KEY": "k" * 40}
+
+    default = load_settings(secret)
+    chosen = load_settings({**secret, "VSO_TIME_ZONE": " UTC "})
+
+    assert default.time_zone == "Europe/Malta"
+    assert chosen.time_zone == "UTC"
+    with pytest.raises(SettingsError, match="VSO_TIME_ZONE='Mars/Base'"):
+        load_settings({**secret, "VSO_TIME_ZONE": "Mars/Base"})
 
 
 def test_format_time_follows_language(maltese: None) -> None:
