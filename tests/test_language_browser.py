@@ -1,11 +1,20 @@
-"""Switching the chat to Maltese in real Chromium, with scripts and without, and
-the volunteer's dashboard showing the visitor's language."""
+"""Switching the chat to Maltese in real Chromium, with scripts and without, the
+Maltese embed snippet on a partner page, and the volunteer's dashboard showing
+the visitor's language."""
 
 from __future__ import annotations
 
+import re
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
 from playwright.sync_api import Browser, FrameLocator, Page, expect
 
-from tests.relayserver import RelayServer
+from tests.relayserver import RelayServer, free_port
 from tests.test_end_to_end import sign_in
 
 REPLY_SECONDS = 5.0
@@ -111,3 +120,50 @@ def test_switching_back_to_english(relay: RelayServer, browser: Browser) -> None
     visitor.get_by_role("link", name="Browsing safely").click()
     expect(visitor.get_by_role("heading", name="Browsing safely")).to_be_visible()
     assert html_language(visitor) == "en"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def partner(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A partner website on another loopback origin, serving ``tmp_path``."""
+    port = free_port()
+    httpd = ThreadingHTTPServer(
+        ("127.0.0.1", port), partial(_QuietHandler, directory=str(tmp_path))
+    )
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}", tmp_path
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_maltese_snippet_on_partner_page(
+    relay: RelayServer, browser: Browser, partner: tuple[str, Path]
+) -> None:
+    origin, directory = partner
+    added = relay.cli("site", "add", "Sieħeb", "--origin", origin, "--language", "mt")
+    assert added.returncode == 0, added.stderr
+    snippet = re.search(r"<a [^\n]*</a>\n<script async [^\n]*</script>", added.stdout)
+    assert snippet is not None, added.stdout
+    (directory / "partner.html").write_text(
+        '<!doctype html><html lang="mt"><meta charset="utf-8">'
+        "<title>Sieħeb</title><h1>Sieħeb</h1>" + snippet.group(0),
+        encoding="utf-8",
+    )
+    page = browser.new_context().new_page()
+
+    page.goto(f"{origin}/partner.html")
+    page.get_by_role("button", name="Kellimna").click()
+
+    frame = page.frame_locator("iframe[title='Kellimna']")
+    expect(frame.get_by_role("button", name="Ibda chat")).to_be_visible()
+    assert html_language(frame) == "mt"
+    expect(page.get_by_role("dialog", name="Kellimna")).to_be_visible()
+    page.get_by_role("button", name="Agħlaq iċ-chat").click()
+    expect(page.get_by_role("button", name="Kellimna")).to_be_visible()
