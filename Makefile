@@ -5,16 +5,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SOURCES := relay widget dashboard tests bench
+LOCALE_DIR ?= relay/locale
 
-.PHONY: install run test check format bench chromium nginx dovecot axe clean
+.PHONY: install translations messages run test check format bench chromium nginx dovecot axe clean
 
-install: $(STAMP)
+install: $(STAMP) translations
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,bench]'
 	touch $(STAMP)
+
+# Compiles each catalogue's .po to the .mo the relay reads; the .mo files are
+# build products, ignored by git. The relay compiles a stale one in memory too.
+translations: $(STAMP)
+	$(BIN)/pybabel compile -d $(LOCALE_DIR) -D messages
+
+# Extracts every translatable text (babel.cfg) and adds the new ones to each
+# catalogue, then compiles. docs/translations.md explains the rest.
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --add-location=file --sort-output \
+	  --project "Victim Support Online" -o $(LOCALE_DIR)/messages.pot .
+	$(BIN)/pybabel update -i $(LOCALE_DIR)/messages.pot -d $(LOCALE_DIR) -D messages \
+	  --no-fuzzy-matching --ignore-obsolete
+	$(MAKE) translations
 
 run: install
 	$(BIN)/vso serve

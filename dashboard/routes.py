@@ -40,6 +40,7 @@ from dashboard.common import (
 from dashboard.resources import share_resource, stale_count
 from relay import auth, protocol
 from relay.forms import honeypot_filled
+from relay.i18n import gettext as _
 from relay.pages import serving_origin
 from relay.services import get_services
 from relay.settings import ws_origin
@@ -76,29 +77,35 @@ async def login(request: Request) -> Response:
     if not auth.same_origin_request(request.headers, services.settings.own_origins):
         logger.warning("sign-in rejected: cross-site request")
         return login_page(
-            request, services, "This form was sent from another site.", 403
+            request, services, _("This form was sent from another site."), 403
         )
     form = await read_form(request)
     nonce = request.cookies.get(services.signer.login_cookie)
     if not services.signer.check_csrf(form.get("csrf_token"), nonce):
         logger.info("sign-in rejected: missing or invalid CSRF token")
         return login_page(
-            request, services, "The form expired. Please sign in again.", 400
+            request, services, _("The form expired. Please sign in again."), 400
         )
     username = form.get("username", "").strip()
     password = form.get("password", "")
     if honeypot_filled(form):
         logger.warning("sign-in rejected: honeypot field filled")
-        return login_page(request, services, "The username or password is wrong.", 401)
+        return login_page(
+            request, services, _("The username or password is wrong."), 401
+        )
     if not username or not password or len(username) > USERNAME_MAX_CHARS:
-        return login_page(request, services, "Enter your username and password.", 400)
+        return login_page(
+            request, services, _("Enter your username and password."), 400
+        )
     if not services.guard.allow_sign_in(username):
         logger.warning("sign-in throttled: too many attempts for one account")
         return login_page(
             request,
             services,
-            "Too many sign-in attempts for this account. Wait a minute, then try"
-            " again.",
+            _(
+                "Too many sign-in attempts for this account. Wait a minute, then"
+                " try again."
+            ),
             429,
         )
     volunteer = await services.store.get_volunteer_by_username(username)
@@ -107,7 +114,9 @@ async def login(request: Request) -> Response:
     verified = await auth.verify_password_async(hash_to_check, password)
     if not verified or volunteer is None:
         logger.info("sign-in failed")
-        return login_page(request, services, "The username or password is wrong.", 401)
+        return login_page(
+            request, services, _("The username or password is wrong."), 401
+        )
     if auth.needs_rehash(volunteer.password_hash):
         await services.store.update_password_hash(
             volunteer.id, await auth.hash_password_async(password)
@@ -132,7 +141,7 @@ async def logout(request: Request) -> Response:
     ) or not services.signer.check_csrf(form.get("csrf_token"), session_id):
         logger.info("sign-out rejected for volunteer %d: bad CSRF token", volunteer.id)
         return Response(
-            "The sign-out form expired. Reload the dashboard and try again.",
+            _("The sign-out form expired. Reload the dashboard and try again."),
             status_code=400,
             media_type="text/plain",
         )

@@ -27,6 +27,7 @@ from dashboard.common import (
     templates,
 )
 from relay import auth, totp
+from relay.i18n import gettext as _
 from relay.services import Services, get_services
 from relay.store import Volunteer
 
@@ -125,7 +126,7 @@ async def confirm_code(request: Request) -> Response:
     if not auth.same_origin_request(request.headers, services.settings.own_origins):
         logger.warning("second factor rejected: cross-site request")
         return login_page(
-            request, services, "This form was sent from another site.", 403
+            request, services, _("This form was sent from another site."), 403
         )
 
     pending = services.signer.unsign_pending(
@@ -137,12 +138,12 @@ async def confirm_code(request: Request) -> Response:
     ):
         logger.info("second factor rejected: missing, expired or forged form")
         return login_page(
-            request, services, "The sign-in expired. Please sign in again.", 400
+            request, services, _("The sign-in expired. Please sign in again."), 400
         )
     volunteer = await services.store.get_volunteer(int(pending["volunteer"]))
     if volunteer is None or not volunteer.active:
         logger.info("second factor rejected: the account is missing or inactive")
-        return login_page(request, services, "Please sign in again.", 400)
+        return login_page(request, services, _("Please sign in again."), 400)
 
     if not services.guard.allow_sign_in(f"#code {volunteer.id}"):
         logger.warning("second factor throttled for volunteer %d", volunteer.id)
@@ -151,7 +152,7 @@ async def confirm_code(request: Request) -> Response:
             services,
             pending,
             volunteer.username,
-            "Too many codes were tried. Wait a minute, then try again.",
+            _("Too many codes were tried. Wait a minute, then try again."),
             429,
         )
     code = form.get("code", "")[:64]
@@ -162,7 +163,7 @@ async def confirm_code(request: Request) -> Response:
             services,
             pending,
             volunteer.username,
-            "That code is not valid. Enter the current code from your app.",
+            _("That code is not valid. Enter the current code from your app."),
             401,
         )
 

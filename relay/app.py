@@ -28,6 +28,7 @@ from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
 from relay.hub import LocalHub
+from relay.i18n import LanguageMiddleware
 from relay.inbox import InboxService
 from relay.mail import MailService
 from relay.nojs import NoScriptVisitors
@@ -183,7 +184,10 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware, hsts=settings.secure)],
+        middleware=[
+            Middleware(SecurityHeadersMiddleware, hsts=settings.secure),
+            Middleware(LanguageMiddleware),
+        ],
         exception_handlers={StoreError: storage_unavailable},
         lifespan=lifespan,
     )

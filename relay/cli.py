@@ -18,6 +18,7 @@ from relay import auth, collector
 from relay.casestore import CaseStore
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
+from relay.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from relay.logs import configure_logging
 from relay.mail import check_servers
 from relay.mailimap import MailError
@@ -149,16 +150,18 @@ async def site_add(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError(str(error)) from None
     store = await _with_store(settings)
     try:
-        site = await store.add_site(new_site_key(), name, origins, exit_url)
+        site = await store.add_site(
+            new_site_key(), name, origins, exit_url, args.language
+        )
     finally:
         await store.close()
     _write(f"Added site {site.name} with key {site.key}. Paste this into its pages:")
     _write()
-    _write(embed_snippet(settings.public_url, site.key))
+    _write(embed_snippet(settings.public_url, site.key, site.language))
     _write()
     _write("Or, to show the chat inside the page (works without scripts too):")
     _write()
-    _write(inline_snippet(settings.public_url, site.key))
+    _write(inline_snippet(settings.public_url, site.key, site.language))
 
 
 async def site_list(settings: Settings, args: argparse.Namespace) -> None:
@@ -174,11 +177,13 @@ async def site_list(settings: Settings, args: argparse.Namespace) -> None:
         _write(f"{site.name} (key {site.key})")
         _write(f"  allowed origins: {', '.join(site.origins)}")
         _write(f"  Quick exit goes to: {site.exit_url}")
+        _write(f"  default language: {site.language}")
         _write("  embed snippet:")
-        for line in embed_snippet(settings.public_url, site.key).splitlines():
+        snippet = embed_snippet(settings.public_url, site.key, site.language)
+        for line in snippet.splitlines():
             _write(f"    {line}")
         _write("  inline snippet (the chat inside the page):")
-        _write(f"    {inline_snippet(settings.public_url, site.key)}")
+        _write(f"    {inline_snippet(settings.public_url, site.key, site.language)}")
         _write()
 
 
@@ -413,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_EXIT_URL,
         help="the neutral page Quick exit opens in place of the chat"
         f" (default: {DEFAULT_EXIT_URL})",
+    )
+    site_add_parser.add_argument(
+        "--language",
+        choices=sorted(LANGUAGES),
+        default=DEFAULT_LANGUAGE,
+        help="the language visitors see first; they can switch on the chat page"
+        f" (default: {DEFAULT_LANGUAGE})",
     )
     site_commands.add_parser("list", help="list sites with their embed snippets")
 

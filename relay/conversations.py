@@ -117,6 +117,8 @@ class ChatService:
         # Supervisors who joined a conversation and may write to its visitor.
         self._joined: dict[str, set[int]] = {}
         self.observer: ChatObserver | None = None
+        # The language each open conversation's visitor chose, for the dashboard.
+        self._languages: dict[str, str] = {}
 
     # Start and stop
 
@@ -129,6 +131,7 @@ class ChatService:
         await self.availability.restart()
         open_conversations = await self.store.list_open_conversations()
         for conversation in open_conversations:
+            self._languages[conversation.id] = conversation.language
             if conversation.status == "queued":
                 self.pairing.enqueue(conversation.id)
                 self._queued_at[conversation.id] = conversation.created_at
@@ -191,7 +194,9 @@ class ChatService:
     def visitor_status_frame(self) -> dict[str, Any]:
         return {"type": "status", "volunteers_available": self.volunteers_available()}
 
-    async def start(self, peer: Peer, site: Site) -> Conversation | None:
+    async def start(
+        self, peer: Peer, site: Site, language: str = "en"
+    ) -> Conversation | None:
         """Open a conversation for a visitor socket and put it in the queue.
 
         Returns None, creating nothing, when no volunteer is available, and the
@@ -201,7 +206,7 @@ class ChatService:
             if not self.volunteers_available():
                 peer.send({"type": "unavailable", "emergency": EMERGENCY_NUMBER})
                 return None
-            conversation, token, position = await self._create(site, SCRIPT)
+            conversation, token, position = await self._create(site, SCRIPT, language)
             self.hub.add_visitor(conversation.id, peer)
             peer.send(
                 {"type": "started", "conversation": conversation.id, "token": token}
@@ -212,7 +217,9 @@ class ChatService:
         logger.info("conversation %s started on site %d", conversation.id, site.id)
         return conversation
 
-    async def start_without_socket(self, site: Site) -> tuple[Conversation, str] | None:
+    async def start_without_socket(
+        self, site: Site, language: str = "en"
+    ) -> tuple[Conversation, str] | None:
         """Open a conversation for a visitor without a socket (scripts off).
 
         Returns the conversation and its token, or None, creating nothing, when no
@@ -221,7 +228,7 @@ class ChatService:
         async with self._pairing_lock:
             if not self.volunteers_available():
                 return None
-            conversation, token, position = await self._create(site, NOSCRIPT)
+            conversation, token, position = await self._create(site, NOSCRIPT, language)
             self._sent_positions[conversation.id] = position
             self._announce_queue()
         self._mark_http_presence(conversation.id)
@@ -233,13 +240,14 @@ class ChatService:
         return conversation, token
 
     async def _create(
-        self, site: Site, transport: str
+        self, site: Site, transport: str, language: str
     ) -> tuple[Conversation, str, int]:
         """Store a new queued conversation; the caller holds the pairing lock."""
         token = secrets.token_urlsafe(32)
         conversation = await self.store.create_conversation(
-            secrets.token_urlsafe(12), site.id, hash_token(token)
+            secrets.token_urlsafe(12), site.id, hash_token(token), language
         )
+        self._languages[conversation.id] = conversation.language
         position = self.pairing.enqueue(conversation.id)
         self._queued_at[conversation.id] = conversation.created_at
         self._transports[conversation.id] = transport
@@ -357,6 +365,10 @@ class ChatService:
             return NOSCRIPT
         return self._transports.get(conversation_id, SCRIPT)
 
+    def language_of(self, conversation_id: str) -> str:
+        """Return the language code the conversation's visitor chose."""
+        return self._languages.get(conversation_id, "en")
+
     def _presence(self, conversation_id: str) -> tuple[bool, str]:
         return (
             self.visitor_present(conversation_id),
@@ -447,6 +459,7 @@ class ChatService:
                     "started_at": conversation.assigned_at if conversation else None,
                     "visitor_connected": self.visitor_present(conversation_id),
                     "transport": self.transport_of(conversation_id),
+                    "language": self.language_of(conversation_id),
                 }
             )
         peer.send(
@@ -522,6 +535,7 @@ class ChatService:
                         else None,
                         "visitor_connected": self.visitor_present(conversation_id),
                         "transport": self.transport_of(conversation_id),
+                        "language": self.language_of(conversation_id),
                     },
                 )
                 # Messages the visitor wrote while waiting.
@@ -806,6 +820,7 @@ class ChatService:
             volunteer = self.pairing.remove(conversation_id)
             self._cancel_visitor_timer(conversation_id)
             self._forget_presence(conversation_id)
+            self._languages.pop(conversation_id, None)
             self._queued_at.pop(conversation_id, None)
             self._sent_positions.pop(conversation_id, None)
             frame = self._ended_frame(conversation_id, reason)
@@ -974,6 +989,7 @@ class ChatService:
                 "conversation": conversation_id,
                 "queued_at": self._queued_at.get(conversation_id),
                 "position": index + 1,
+                "language": self.language_of(conversation_id),
             }
             for index, conversation_id in enumerate(self.pairing.queue)
         ]

@@ -71,7 +71,9 @@ class NoScriptVisitors:
 
     # Conversations
 
-    async def start(self, site: Site, form_key: str) -> Started | None:
+    async def start(
+        self, site: Site, form_key: str, language: str = "en"
+    ) -> Started | None:
         """Start a conversation once per form key; None when nobody is available.
 
         A second submission of the same form (double click, Back and resubmit,
@@ -84,7 +86,7 @@ class NoScriptVisitors:
                 conversation = await self.chat.store.get_conversation(known[0])
                 if conversation is not None:
                     return Started(conversation, known[1])
-            started = await self.chat.start_without_socket(site)
+            started = await self.chat.start_without_socket(site, language)
             if started is None:
                 return None
             conversation, token = started

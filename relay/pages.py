@@ -27,10 +27,12 @@ DEFAULT_HEADERS: dict[str, str] = {
 def make_templates(
     directory: Path, static_prefix: str, static_dir: Path
 ) -> Jinja2Templates:
-    """Return templates with autoescape on and a ``static_url(name)`` function.
+    """Return templates with autoescape on, gettext and page helpers.
 
     ``static_url`` adds a digest of the file's content, so browsers fetch a new
-    version after an upgrade.
+    version after an upgrade. ``current_language()`` and ``text_direction()``
+    fill the ``lang`` and ``dir`` attributes, and ``script_texts(name)`` the
+    translations a script reads from its page.
     """
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory),
@@ -42,7 +44,25 @@ def make_templates(
         i18n.gettext, i18n.ngettext, newstyle=True
     )
     environment.globals["static_url"] = static_url_function(static_prefix, static_dir)
+    environment.globals["current_language"] = i18n.current_language
+    environment.globals["text_direction"] = i18n.text_direction
+    environment.globals["format_time"] = i18n.format_time
+    environment.globals["language_names"] = i18n.language_names
+    environment.globals["script_texts"] = script_texts_function(static_dir)
     return Jinja2Templates(env=environment)
+
+
+def script_texts_function(directory: Path) -> Callable[[str], dict[str, str]]:
+    """Return ``script_texts(name)``: the translations a static script needs.
+
+    A page puts them in a ``<script type="application/json">`` block, which
+    the CSP allows because browsers do not run it.
+    """
+
+    def script_texts(name: str) -> dict[str, str]:
+        return i18n.script_texts(directory / name)
+
+    return script_texts
 
 
 def static_url_function(prefix: str, directory: Path) -> Callable[[str], str]:

@@ -17,16 +17,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from relay.i18n import N_
+from relay.i18n import gettext as _
 from relay.protocol import ProtocolError
 
 # Shown with every refusal, so a refused visitor still has a way to get help.
+# The names are message ids, translated when a refusal is raised.
 HELP_CONTACTS: tuple[dict[str, str], ...] = (
-    {"name": "Emergency (police, ambulance, fire)", "number": "112"},
-    {"name": "Victim support line, daily 07:30 to 19:30", "number": "116 006"},
-    {"name": "Supportline, 24 hours, free", "number": "179"},
+    {"name": N_("Emergency (police, ambulance, fire)"), "number": "112"},
+    {"name": N_("Victim support line, daily 07:30 to 19:30"), "number": "116 006"},
+    {"name": N_("Supportline, 24 hours, free"), "number": "179"},
 )
-HELP_SENTENCE = (
-    " If you need help now, call 112 in an emergency, or 116 006 for victim support."
+HELP_SENTENCE = N_(
+    "If you need help now, call 112 in an emergency, or 116 006 for victim support."
 )
 MAX_KEYS = 100_000
 
@@ -96,9 +99,16 @@ def _utc_day() -> str:
 
 
 def refusal(code: str, message: str, **fields: Any) -> ProtocolError:
-    """Return an error for the visitor that ends with where to get help now."""
-    error = ProtocolError(code, message + HELP_SENTENCE, **fields)
-    error.help = list(HELP_CONTACTS)
+    """Return an error for the visitor that ends with where to get help now.
+
+    ``message`` is already translated; the help texts are translated here, into
+    the language of the current request.
+    """
+    error = ProtocolError(code, f"{message} {_(HELP_SENTENCE)}", **fields)
+    error.help = [
+        {"name": _(contact["name"]), "number": contact["number"]}
+        for contact in HELP_CONTACTS
+    ]
     return error
 
 
@@ -164,11 +174,12 @@ class Guard:
         until = self._blocked.get(address_key)
         if until is not None:
             if self._clock() < until:
-                raise refusal("blocked", "This chat cannot be started right now.")
+                raise refusal("blocked", _("This chat cannot be started right now."))
             del self._blocked[address_key]
         if not self._starts.allow(address_key):
             raise refusal(
-                "rate_limited", "Many chats were started from your network just now."
+                "rate_limited",
+                _("Many chats were started from your network just now."),
             )
 
     def started(self, conversation_id: str, address_key: str) -> None:
@@ -182,8 +193,10 @@ class Guard:
         if not self._messages.allow(conversation_id):
             raise refusal(
                 "rate_limited",
-                "You are sending messages very fast. Please wait a moment and"
-                " send it again.",
+                _(
+                    "You are sending messages very fast. Please wait a moment and"
+                    " send it again."
+                ),
                 client_id=client_id,
             )
 

@@ -11,6 +11,7 @@ import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher
@@ -93,6 +94,7 @@ class Settings:
     break_seconds: int = 600
     content_dir: Path = CONTENT_DIR
     content_max_age_days: int = 180
+    time_zone: str = "Europe/Malta"
 
     @property
     def public_origin(self) -> str:
@@ -199,6 +201,18 @@ def _parse_addresses(name: str, raw: str) -> frozenset[str]:
     return frozenset(addresses)
 
 
+def _parse_time_zone(raw: str) -> str:
+    name = raw.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"VSO_TIME_ZONE={raw!r} is not a known IANA time zone; write one such"
+            " as Europe/Malta or UTC."
+        ) from None
+    return name
+
+
 def _parse_public_url(raw: str) -> str:
     """Return the URL as the origin browsers send, e.g. ``https://chat.example.org``."""
     parts = urlsplit(raw.strip())
@@ -291,6 +305,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["log_format"] = log_format
     if "VSO_METRICS_ALLOW" in env:
         values["metrics_allow"] = _parse_networks(env["VSO_METRICS_ALLOW"])
+    if "VSO_TIME_ZONE" in env:
+        values["time_zone"] = _parse_time_zone(env["VSO_TIME_ZONE"])
     if "VSO_WS_PING_SECONDS" in env:
         values["ws_ping_seconds"] = _parse_seconds(
             "VSO_WS_PING_SECONDS", env["VSO_WS_PING_SECONDS"]

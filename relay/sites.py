@@ -8,6 +8,8 @@ import re
 import secrets
 from urllib.parse import urlsplit
 
+from relay import i18n
+
 # The address Quick exit sends a visitor to unless the site sets its own: a page
 # that looks ordinary on anyone's screen and is reachable from everywhere.
 DEFAULT_EXIT_URL = "https://www.google.com/"
@@ -88,23 +90,28 @@ def _normalise_host(hostname: str, text: str) -> str:
     return host
 
 
-def embed_snippet(public_url: str, site_key: str) -> str:
+def embed_snippet(public_url: str, site_key: str, language: str = "en") -> str:
     """Return the HTML a webmaster pastes: a plain link plus the async loader.
 
     Without scripts the link opens the chat page in a new tab; the loader turns
-    it into a floating launcher.
+    it into a floating launcher with the link's text, and labels its close
+    button with ``data-vso-close``. Both texts are in the site's ``language``.
     """
+    text = i18n.translations(language).gettext
     chat_url = html.escape(f"{public_url}/chat?site={site_key}")
     loader_url = html.escape(f"{public_url}/widget/loader.js")
     key = html.escape(site_key)
+    close = html.escape(text(i18n.N_("Close chat")))
+    label = html.escape(text(i18n.N_("Chat with us")))
     return (
-        f'<a href="{chat_url}" target="_blank" rel="noopener"'
-        f' data-vso-site="{key}">Chat with us</a>\n'
+        f'<a href="{chat_url}" target="_blank" rel="noopener" lang="{language}"'
+        f' data-vso-site="{key}" data-vso-close="{close}">'
+        f"{label}</a>\n"
         f'<script async src="{loader_url}"></script>'
     )
 
 
-def inline_snippet(public_url: str, site_key: str) -> str:
+def inline_snippet(public_url: str, site_key: str, language: str = "en") -> str:
     """Return the alternative snippet: the chat page in a plain iframe.
 
     For partners who want the chat inside the page. It needs no script on the
@@ -112,8 +119,11 @@ def inline_snippet(public_url: str, site_key: str) -> str:
     site's allowed origins frame it.
     """
     chat_url = html.escape(f"{public_url}/chat?site={site_key}")
+    title = html.escape(
+        i18n.translations(language).gettext(i18n.N_("Chat with a volunteer"))
+    )
     return (
-        f'<iframe src="{chat_url}" title="Chat with a volunteer"'
+        f'<iframe src="{chat_url}" title="{title}"'
         ' width="380" height="600" referrerpolicy="no-referrer"'
         ' loading="lazy"></iframe>'
     )

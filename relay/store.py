@@ -406,6 +406,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX saved_replies_language ON saved_replies (language, title);
     """,
+    # Each site's default language for visitors, and the language a visitor
+    # chose for their conversation, as codes of relay.i18n.LANGUAGES.
+    """
+    ALTER TABLE sites ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    ALTER TABLE conversations ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -480,6 +486,8 @@ class Site:
     # The site's colour as #rrggbb; empty for the relay's own colour.
     brand_colour: str = ""
 
+    language: str = "en"
+
 
 @dataclass(frozen=True)
 class Invitation:
@@ -507,6 +515,7 @@ class Conversation:
     end_reason: str | None
     # 'chat', 'message' (left on the chat page) or 'email'.
     channel: str = "chat"
+    language: str = "en"
 
     @property
     def is_open(self) -> bool:
@@ -653,6 +662,7 @@ def _site(row: sqlite3.Row) -> Site:
         exit_url=row["exit_url"],
         greeting=row["greeting"],
         brand_colour=row["brand_colour"],
+        language=row["language"],
     )
 
 
@@ -694,6 +704,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         ended_at=row["ended_at"],
         end_reason=row["end_reason"],
         channel=row["channel"],
+        language=row["language"],
     )
 
 
@@ -1270,13 +1281,18 @@ class Store:
     # Sites
 
     async def add_site(
-        self, key: str, name: str, origins: list[str], exit_url: str
+        self,
+        key: str,
+        name: str,
+        origins: list[str],
+        exit_url: str,
+        language: str = "en",
     ) -> Site:
         async with self._transaction() as tx:
             cursor = await tx.execute(
-                "INSERT INTO sites (key, name, origins, created_at, exit_url)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, name, json.dumps(origins), utc_now(), exit_url),
+                "INSERT INTO sites (key, name, origins, created_at, exit_url, language)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, name, json.dumps(origins), utc_now(), exit_url, language),
             )
             site_id = cursor.lastrowid
         row = await self._fetchone("SELECT * FROM sites WHERE id = ?", (site_id,))
@@ -1375,6 +1391,7 @@ class Store:
         token_hash: str,
         at: str | None = None,
         channel: str = "chat",
+        language: str = "en",
     ) -> Conversation:
         """Insert a queued conversation at the back of the queue.
 
@@ -1385,10 +1402,10 @@ class Store:
         async with self._transaction() as tx:
             await tx.execute(
                 "INSERT INTO conversations"
-                " (id, site_id, channel, status, token_hash, queue_key, created_at)"
-                " VALUES (?, ?, ?, 'queued', ?,"
-                "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?)",
-                (conversation_id, site_id, channel, token_hash, now),
+                " (id, site_id, channel, status, token_hash, queue_key, created_at,"
+                " language) VALUES (?, ?, ?, 'queued', ?,"
+                "  (SELECT COALESCE(MAX(queue_key), 0) + 1 FROM conversations), ?, ?)",
+                (conversation_id, site_id, channel, token_hash, now, language),
             )
         conversation = await self.get_conversation(conversation_id)
         if conversation is None:

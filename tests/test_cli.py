@@ -256,7 +256,7 @@ def test_site_add_prints_snippet(vso: Vso) -> None:
     assert result.returncode == 0, result.stderr
     key = site_key(result.stdout)
     link = re.search(
-        r"<a [^>]*data-vso-site=\"([^\"]+)\">Chat with us</a>", result.stdout
+        r"<a [^>]*data-vso-site=\"([^\"]+)\"[^>]*>Chat with us</a>", result.stdout
     )
     assert link, result.stdout
     assert link.group(1) == key
@@ -389,7 +389,9 @@ def test_site_list_shows_site_and_snippet(vso: Vso) -> None:
 
     assert result.returncode == 0, result.stderr
     assert f"Helpline (key {key})" in result.stdout
-    assert f'data-vso-site="{key}">Chat with us</a>' in result.stdout
+    assert f'data-vso-site="{key}" data-vso-close="Close chat">Chat with us</a>' in (
+        result.stdout
+    )
     assert f'<script async src="{PUBLIC_URL}/widget/loader.js">' in result.stdout
     assert f'<iframe src="{PUBLIC_URL}/chat?site={key}"' in result.stdout
 

@@ -19,7 +19,7 @@ def sign_in(page: Page, relay: RelayServer) -> None:
 def open_chat(page: Page, relay: RelayServer) -> FrameLocator:
     page.goto(f"{relay.base_url}/demo")
     page.get_by_role("button", name="Chat with us").click()
-    return page.frame_locator("iframe[title='Chat with a volunteer']")
+    return page.frame_locator("iframe[title='Chat with us']")
 
 
 def test_conversation_from_demo_page_to_dashboard(

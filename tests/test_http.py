@@ -89,7 +89,9 @@ def test_chat_page_cache_and_referrer(server: RelayServer) -> None:
 def test_chat_page_no_inline_script(server: RelayServer) -> None:
     response = get(server, "/chat?site=demo")
     tags = script_tags(response.text)
-    inline = [tag for tag in tags if not re.search(r"\ssrc=", tag)]
+    # A JSON data block is never run, so the CSP allows it.
+    data = [tag for tag in tags if 'type="application/json"' in tag]
+    inline = [tag for tag in tags if not re.search(r"\ssrc=", tag) and tag not in data]
 
     assert tags != []
     assert inline == []

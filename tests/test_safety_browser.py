@@ -127,7 +127,7 @@ def open_partner_chat(page: Page, neutral: NeutralSite) -> FrameLocator:
     page.goto(f"{neutral.base_url}/start.html")
     page.goto(f"{neutral.base_url}/partner.html")
     page.get_by_role("button", name="Chat with us").click()
-    frame = page.frame_locator("iframe[title='Chat with a volunteer']")
+    frame = page.frame_locator("iframe[title='Chat with us']")
     expect(frame.get_by_role("link", name="Quick exit")).to_be_visible()
     return frame
 

@@ -16,12 +16,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from relay import auth, protocol
+from relay import auth, i18n, protocol
 from relay.conversations import EMERGENCY_NUMBER
+from relay.i18n import N_
+from relay.i18n import gettext as _
 from relay.nojs import new_form_key
 from relay.pages import content_security_policy, serving_origin
 from relay.protocol import ProtocolError
@@ -39,17 +41,22 @@ MAX_FORM_BYTES = 64 * 1024
 SITE_KEY_MAX_CHARS = 64
 TRANSCRIPT_REFRESH_SECONDS = 3
 
+# Message ids, translated with _() when a page shows them.
 ENDED_TEXTS = {
-    "visitor": "You ended the chat.",
-    "volunteer": "The volunteer ended the chat.",
-    "abandoned": "The chat was closed because the connection was lost for too long.",
+    "visitor": N_("You ended the chat."),
+    "volunteer": N_("The volunteer ended the chat."),
+    "abandoned": N_(
+        "The chat was closed because the connection was lost for too long."
+    ),
 }
 ERROR_TEXTS = {
-    "empty_message": "Please write a message before sending.",
-    "conversation_ended": "This chat has ended, so the message was not sent.",
-    "storage_failed": "The message could not be saved. Please send it again.",
-    "invalid_frame": "The form was incomplete. Please try again.",
+    "empty_message": N_("Please write a message before sending."),
+    "conversation_ended": N_("This chat has ended, so the message was not sent."),
+    "storage_failed": N_("The message could not be saved. Please send it again."),
+    "invalid_frame": N_("The form was incomplete. Please try again."),
 }
+GENERIC_ERROR_TEXT = N_("Something went wrong. Please try again.")
+INVALID_LINK_TEXT = N_("This chat link is not valid. Check the address.")
 
 _templates: Jinja2Templates | None = None
 
@@ -79,6 +86,33 @@ def _template_response(
     return _templates.TemplateResponse(request, name, context, **options)
 
 
+def use_visitor_language(request: HTTPConnection, site: Site | None) -> str:
+    """Switch the request to the visitor's language and return it.
+
+    The ``lang`` query parameter is the visitor's choice and wins; without it
+    the site's default applies. ``LanguageMiddleware`` has already applied a
+    valid ``lang``, so only the site's default is left to set here.
+    """
+    chosen = i18n.supported_language(request.query_params.get(i18n.LANGUAGE_PARAMETER))
+    language = chosen or (site.language if site is not None else None)
+    language = i18n.supported_language(language) or i18n.DEFAULT_LANGUAGE
+    i18n.activate(language)
+    return language
+
+
+def page_query(site: Site, **extra: str) -> str:
+    """Return the query of a chat URL: the site, the language, then ``extra``.
+
+    The language is left out when it is the site's default, so most URLs stay
+    as short as before.
+    """
+    query = {"site": site.key}
+    language = i18n.current_language()
+    if language != site.language:
+        query[i18n.LANGUAGE_PARAMETER] = language
+    return urlencode({**query, **extra})
+
+
 def chat_cookie_name(services: Services) -> str:
     return "__Host-vso_chat" if services.settings.secure else "vso_chat"
 
@@ -96,10 +130,11 @@ def page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
 
 
 def _too_long_text(max_chars: int) -> str:
-    return (
-        f"That message is too long. Please shorten it to {max_chars:,} characters"
-        " or fewer."
-    )
+    return i18n.ngettext(
+        "That message is too long. Please shorten it to %(num)d character.",
+        "That message is too long. Please shorten it to %(num)d characters or fewer.",
+        max_chars,
+    ) % {"num": max_chars}
 
 
 async def render_chat(
@@ -129,16 +164,21 @@ async def render_chat(
         "site_key": site.key,
         "greeting": site.greeting,
         "brand_css_url": brand_css_url(site),
-        "ws_url": f"{ws_origin(origin)}/chat/ws?site={site.key}",
+        "ws_url": f"{ws_origin(origin)}/chat/ws?{page_query(site)}",
+        "page_query": page_query(site),
+        "languages": i18n.LANGUAGES,
+        "language_urls": {
+            code: "/chat?" + urlencode({"site": site.key, "lang": code})
+            for code in i18n.LANGUAGES
+        },
         "emergency_number": EMERGENCY_NUMBER,
-        "lang": "en",
         "phase": phase,
         "volunteers_available": services.chat.volunteers_available(),
         "start_key": start_key,
         "start_csrf": services.signer.csrf_token(f"start:{site.key}:{start_key}"),
         "session_csrf": services.signer.csrf_token(f"session:{site.key}"),
         "ended_reason": ended_reason if ended_reason in ENDED_TEXTS else None,
-        "ended_text": ENDED_TEXTS.get(ended_reason or "", ""),
+        "ended_text": _ended_text(ended_reason),
         "error": error,
         "resume_token": None,
         "delete_token": delete_token if phase == "ended" else None,
@@ -169,6 +209,11 @@ async def render_chat(
         headers=page_headers(origin, ["'self'", *site.origins]),
     )
     return response
+
+
+def _ended_text(reason: str | None) -> str:
+    text = ENDED_TEXTS.get(reason or "")
+    return _(text) if text else ""
 
 
 async def chat_page(request: Request, site: Site) -> Response:
@@ -217,9 +262,11 @@ async def _site_of(request: Request, form: dict[str, str]) -> Site | None:
     # The forms' actions carry the (public) site key in the query too, so that
     # even a post whose body is too large to read gets a proper page.
     key = request.query_params.get("site") or form.get("site", "")
-    if not key or len(key) > SITE_KEY_MAX_CHARS:
-        return None
-    return await get_services(request).store.get_site_by_key(key)
+    site = None
+    if key and len(key) <= SITE_KEY_MAX_CHARS:
+        site = await get_services(request).store.get_site_by_key(key)
+    use_visitor_language(request, site)
+    return site
 
 
 def _problem(request: Request, message: str, status_code: int) -> Response:
@@ -227,18 +274,22 @@ def _problem(request: Request, message: str, status_code: int) -> Response:
     return _template_response(
         request,
         "not_found.html",
-        {"message": message, "lang": "en", **_safety_context(None)},
+        {
+            "message": message,
+            "emergency_number": EMERGENCY_NUMBER,
+            **_safety_context(None),
+        },
         status_code=status_code,
         headers=NO_STORE,
     )
 
 
 def _transcript_url(site: Site, token: str) -> str:
-    return "/chat/nojs/transcript?" + urlencode({"site": site.key, "t": token})
+    return "/chat/nojs/transcript?" + page_query(site, t=token)
 
 
 def _chat_url(site: Site, **extra: str) -> str:
-    return "/chat?" + urlencode({"site": site.key, **extra})
+    return "/chat?" + page_query(site, **extra)
 
 
 def _top_level(request: Request) -> bool:
@@ -262,7 +313,7 @@ async def start(request: Request) -> Response:
     form = await _read_form(request)
     site = await _site_of(request, form or {})
     if form is None or site is None:
-        return _problem(request, "This chat link is not valid. Check the address.", 400)
+        return _problem(request, _(INVALID_LINK_TEXT), 400)
     key = form.get("key", "")
     if (
         not valid_client_key(key)
@@ -276,12 +327,12 @@ async def start(request: Request) -> Response:
             request,
             site,
             phase="welcome",
-            error="The form expired. Please press Start chat again.",
+            error=_("The form expired. Please press Start chat again."),
             status_code=400,
         )
     if not await services.inbox.within_hours(site):
         return await render_chat(request, site, phase="unavailable")
-    started = await services.nojs.start(site, key)
+    started = await services.nojs.start(site, key, i18n.current_language())
     if started is None:
         return await render_chat(request, site, phase="unavailable")
     conversation, token = started.conversation, started.token
@@ -322,7 +373,7 @@ async def _conversation_of_form(
     services = get_services(request)
     site = await _site_of(request, form or {})
     if site is None:
-        return _problem(request, "This chat link is not valid. Check the address.", 400)
+        return _problem(request, _(INVALID_LINK_TEXT), 400)
     if form is None:
         return await _page_of_cookie(
             request, site, _too_long_text(services.settings.max_message_chars), 413
@@ -334,7 +385,10 @@ async def _conversation_of_form(
         return await _page_of_cookie(
             request,
             site,
-            "This chat could not be found. It may have ended; you can start a new one.",
+            _(
+                "This chat could not be found. It may have ended; you can start a"
+                " new one."
+            ),
             403,
         )
     if _cross_site(request) or not services.signer.check_csrf(
@@ -349,13 +403,13 @@ async def _conversation_of_form(
             phase="conversation",
             conversation=conversation,
             token=token,
-            error="The form expired or came from another page. Please try again.",
+            error=_("The form expired or came from another page. Please try again."),
             draft=form.get("body", ""),
             status_code=400,
         )
     if not conversation.is_open:
         return await _page_of_cookie(
-            request, site, "This chat has ended, so nothing was sent.", 409
+            request, site, _("This chat has ended, so nothing was sent."), 409
         )
     return site, conversation, token
 
@@ -416,13 +470,13 @@ async def send(request: Request) -> Response:
                 site,
                 phase="ended",
                 ended_reason=current.end_reason if current else None,
-                error=ERROR_TEXTS["conversation_ended"],
+                error=_(ERROR_TEXTS["conversation_ended"]),
                 status_code=409,
             )
         text = (
             _too_long_text(services.settings.max_message_chars)
             if error.code == "message_too_long"
-            else ERROR_TEXTS.get(error.code, "Something went wrong. Please try again.")
+            else _(ERROR_TEXTS.get(error.code, GENERIC_ERROR_TEXT))
         )
         return await render_chat(
             request,
@@ -475,9 +529,9 @@ async def transcript(request: Request) -> Response:
         "content-security-policy": content_security_policy(frame_ancestors=ancestors),
     }
     context: dict[str, Any] = {
-        "lang": "en",
         "state": "gone",
-        "message": "This view has expired. Reload the page to see the conversation.",
+        "message": _("This view has expired. Reload the page to see the conversation."),
+        "time_zone": services.settings.time_zone,
         "messages": [],
         "refresh_url": None,
         "refresh_seconds": TRANSCRIPT_REFRESH_SECONDS,
@@ -498,7 +552,7 @@ async def transcript(request: Request) -> Response:
         reason = view.conversation.end_reason or ""
         context.update(
             state="ended",
-            ended_text=ENDED_TEXTS.get(reason, ""),
+            ended_text=_ended_text(reason),
             new_chat_url=_chat_url(site, ended=reason) if site else None,
         )
     elif view is not None:
@@ -511,7 +565,7 @@ async def transcript(request: Request) -> Response:
         context.update(
             state=state,
             position=view.position,
-            volunteer_name=view.volunteer_name or "a volunteer",
+            volunteer_name=view.volunteer_name,
             messages=view.messages,
             refresh_url=_transcript_url(site, token) if site else None,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -11,11 +12,12 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from relay import protocol
+from relay import i18n, protocol
 from relay.auth import same_origin_request
 from relay.conversations import EMERGENCY_NUMBER
 from relay.demo import DEMO_SITE_KEY
 from relay.forms import read_form
+from relay.i18n import gettext as _
 from relay.pages import (
     content_security_policy,
     make_templates,
@@ -43,9 +45,11 @@ NO_STORE = {"cache-control": "no-store"}
 
 async def _site_from_query(request: Request | WebSocket) -> Site | None:
     key = request.query_params.get("site", "")
-    if not key or len(key) > SITE_KEY_MAX_CHARS:
-        return None
-    return await get_services(request).store.get_site_by_key(key)
+    site = None
+    if key and len(key) <= SITE_KEY_MAX_CHARS:
+        site = await get_services(request).store.get_site_by_key(key)
+    nojs.use_visitor_language(request, site)
+    return site
 
 
 def _page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
@@ -55,15 +59,23 @@ def _page_headers(origin: str, frame_ancestors: list[str]) -> dict[str, str]:
 def _safety_context(site: Site | None) -> dict[str, str]:
     """Return the Quick exit address and the safety page's URL for a site."""
     if site is None:
-        return {"exit_url": DEFAULT_EXIT_URL, "safety_url": "/safety"}
-    return {"exit_url": site.exit_url, "safety_url": f"/safety?site={site.key}"}
+        query = urlencode({i18n.LANGUAGE_PARAMETER: i18n.current_language()})
+        return {"exit_url": DEFAULT_EXIT_URL, "safety_url": f"/safety?{query}"}
+    return {
+        "exit_url": site.exit_url,
+        "safety_url": f"/safety?{nojs.page_query(site)}",
+    }
 
 
 def _not_found(request: Request, message: str) -> Response:
     return templates.TemplateResponse(
         request,
         "not_found.html",
-        {"message": message, "lang": "en", **_safety_context(None)},
+        {
+            "message": message,
+            "emergency_number": EMERGENCY_NUMBER,
+            **_safety_context(None),
+        },
         status_code=404,
         headers=NO_STORE,
     )
@@ -78,8 +90,7 @@ async def safety_page(request: Request) -> Response:
         "safety.html",
         {
             "emergency_number": EMERGENCY_NUMBER,
-            "chat_url": f"/chat?site={site.key}" if site else None,
-            "lang": "en",
+            "chat_url": f"/chat?{nojs.page_query(site)}" if site else None,
             **_safety_context(site),
         },
         headers=_page_headers(
@@ -97,7 +108,7 @@ async def chat_page(request: Request) -> Response:
     """
     site = await _site_from_query(request)
     if site is None:
-        return _not_found(request, "This chat link is not valid. Check the address.")
+        return _not_found(request, _(nojs.INVALID_LINK_TEXT))
     return await nojs.chat_page(request, site)
 
 
@@ -110,7 +121,7 @@ async def delete_form(request: Request) -> Response:
     services = get_services(request)
     site = await _site_from_query(request)
     if site is None:
-        return _not_found(request, "This chat link is not valid. Check the address.")
+        return _not_found(request, _(nojs.INVALID_LINK_TEXT))
     if not same_origin_request(request.headers, services.settings.own_origins):
         logger.warning("deletion rejected: cross-site form post")
         return _deletion_page(request, services, site, "cross_site", 403)
@@ -135,9 +146,8 @@ def _deletion_page(
         "deleted.html",
         {
             "outcome": outcome,
-            "chat_url": f"/chat?site={site.key}",
+            "chat_url": f"/chat?{nojs.page_query(site)}",
             "emergency_number": EMERGENCY_NUMBER,
-            "lang": "en",
             **_safety_context(site),
         },
         status_code=status_code,
@@ -164,7 +174,7 @@ async def demo_page(request: Request) -> Response:
     services = get_services(request)
     site = await services.store.get_site_by_key(DEMO_SITE_KEY)
     if not services.settings.demo or site is None:
-        return _not_found(request, "The demo is switched off on this server.")
+        return _not_found(request, _("The demo is switched off on this server."))
     public_url = serving_origin(request, services.settings)
     return templates.TemplateResponse(
         request,
@@ -174,7 +184,6 @@ async def demo_page(request: Request) -> Response:
             "loader_url": f"{public_url}/widget/loader.js",
             "site_key": site.key,
             "inline_snippet": inline_snippet(public_url, site.key),
-            "lang": "en",
         },
         headers={
             **NO_STORE,
@@ -233,7 +242,7 @@ async def chat_socket(websocket: WebSocket) -> None:
             case protocol.Start() | protocol.Resume():
                 if conversation_id is not None and chat.is_open(conversation_id):
                     raise ProtocolError(
-                        "already_started", "This socket already has a conversation."
+                        "already_started", _("This socket already has a conversation.")
                     )
                 if conversation_id is not None:
                     await chat.visitor_disconnected(conversation_id, peer)
@@ -248,7 +257,7 @@ async def chat_socket(websocket: WebSocket) -> None:
                         return
                     key = address_key()
                     guard.check_start(key)
-                    started = await chat.start(peer, site)
+                    started = await chat.start(peer, site, i18n.current_language())
                     conversation_id = started.id if started else None
                     if started is not None:
                         guard.started(started.id, key)
@@ -258,13 +267,15 @@ async def chat_socket(websocket: WebSocket) -> None:
             case protocol.Send():
                 if conversation_id is None:
                     raise ProtocolError(
-                        "not_started", "Start a chat first.", client_id=frame.client_id
+                        "not_started",
+                        _("Start a chat first."),
+                        client_id=frame.client_id,
                     )
                 guard.check_message(conversation_id, frame.client_id)
                 await chat.visitor_send(conversation_id, frame)
             case protocol.End():
                 if conversation_id is None:
-                    raise ProtocolError("not_started", "There is no chat to end.")
+                    raise ProtocolError("not_started", _("There is no chat to end."))
                 await chat.visitor_end(conversation_id)
             case protocol.Delete():
                 deleted = await chat.visitor_delete(site, frame.token)

@@ -9,7 +9,7 @@
 //   text and is never parsed as HTML.
 
 import { buildResourceCard, isResourceCard } from '/static/card.js';
-import { appendLinkedText } from '/static/text.js';
+import { appendLinkedText, readJsonBlock, translator } from '/static/text.js';
 import {
   SUPPORT_TEXT,
   buildHardChatControl,
@@ -18,6 +18,11 @@ import {
   placeWhisper,
 } from '/dashboard/static/support.js';
 import { buildResourceSearch } from './resources.js';
+// Texts in the dashboard's language, keyed by the English text that _() receives; the
+// relay fills #dashboard-text from this file's _() calls, so each text is a literal.
+const _ = translator(readJsonBlock('dashboard-text'));
+// The names of the visitors' languages in the dashboard's language, by code.
+const LANGUAGE_NAMES = readJsonBlock('language-names');
 
 // NOTE: the relay's limit can be set lower with VSO_MAX_MESSAGE_CHARS. A reply over that
 // lower limit passes this check, and the relay's message_too_long error states its limit.
@@ -30,7 +35,7 @@ const RECONNECT_ATTEMPTS_BEFORE_HINT = 6;
 const WAITING_REFRESH_MS = 15_000;
 const QUEUE_NOTICE_MS = 12_000;
 const CLOSE_CODE_SIGNED_OUT = 4001;
-const BASE_TITLE = 'Dashboard';
+const BASE_TITLE = _('Dashboard');
 const SIGN_IN_PATH = '/dashboard';
 const SESSION_PATH = '/dashboard/session';
 
@@ -39,28 +44,28 @@ const CLIENT_ID_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 const CLIENT_ID_LENGTH = 22;
 
 const ACCEPT_ERROR_TEXT = {
-  already_taken: 'Another volunteer took that chat, or the visitor left.',
-  at_capacity: 'You have as many chats as you can take. End one before accepting another.',
-  not_available: 'Switch on “Available” to accept a visitor.',
-  not_found: 'That visitor is no longer waiting.',
+  already_taken: _('Another volunteer took that chat, or the visitor left.'),
+  at_capacity: _('You have as many chats as you can take. End one before accepting another.'),
+  not_available: _('Switch on “Available” to accept a visitor.'),
+  not_found: _('That visitor is no longer waiting.'),
 };
 
 const CHAT_ERROR_TEXT = {
-  empty_message: 'The reply was empty, so it was not sent.',
-  conversation_ended: 'This chat has ended, so the reply was not sent.',
-  forbidden: 'This chat is no longer assigned to you.',
-  not_found: 'The relay has no record of this chat.',
-  storage_failed: 'The relay could not save the reply. Select “Retry” to send it again.',
+  empty_message: _('The reply was empty, so it was not sent.'),
+  conversation_ended: _('This chat has ended, so the reply was not sent.'),
+  forbidden: _('This chat is no longer assigned to you.'),
+  not_found: _('The relay has no record of this chat.'),
+  storage_failed: _('The relay could not save the reply. Select “Retry” to send it again.'),
 };
 
 const ENDED_REASON_TEXT = {
-  visitor: 'The visitor ended the chat.',
-  abandoned: 'The visitor left and did not come back.',
-  volunteer: 'You ended the chat.',
-  handed_back: 'The chat was handed back to the queue.',
-  blocked: 'You blocked the visitor. No new chat can start from their connection for a while.',
-  deleted: 'The visitor deleted this conversation. Its messages are gone from the relay.',
-  transferred: 'A supervisor transferred this chat to another volunteer.',
+  visitor: _('The visitor ended the chat.'),
+  abandoned: _('The visitor left and did not come back.'),
+  volunteer: _('You ended the chat.'),
+  handed_back: _('The chat was handed back to the queue.'),
+  blocked: _('You blocked the visitor. No new chat can start from their connection for a while.'),
+  deleted: _('The visitor deleted this conversation. Its messages are gone from the relay.'),
+  transferred: _('A supervisor transferred this chat to another volunteer.'),
 };
 
 // Reasons after which the chat was not this volunteer's to finish, so it cannot be
@@ -69,15 +74,15 @@ const NOT_MARKABLE_REASONS = new Set(['handed_back', 'transferred', 'deleted']);
 
 // The two actions of the confirm group under each chat: its question and its "yes".
 const CONFIRM_TEXT = {
-  end: { question: 'End this chat?', yes: 'Yes, end chat', busy: 'Ending the chat…' },
+  end: { question: _('End this chat?'), yes: _('Yes, end chat'), busy: _('Ending the chat…') },
   block: {
-    question: 'Block this visitor? The chat ends and they cannot start a new one for a while.',
-    yes: 'Yes, block',
-    busy: 'Blocking the visitor…',
+    question: _('Block this visitor? The chat ends and they cannot start a new one for a while.'),
+    yes: _('Yes, block'),
+    busy: _('Blocking the visitor…'),
   },
 };
 const ENDED_WHILE_DISCONNECTED_TEXT =
-  'The chat ended or was handed back while the dashboard was disconnected.';
+  _('The chat ended or was handed back while the dashboard was disconnected.');
 
 // Elements of dashboard.html, looked up once by findElements().
 const ui = {};
@@ -191,7 +196,7 @@ function connect() {
   if (connection.signedOut) {
     return;
   }
-  showConnectionStatus(connection.hasConnectedBefore ? 'Reconnecting…' : 'Connecting…', 'connecting');
+  showConnectionStatus(connection.hasConnectedBefore ? _('Reconnecting…') : _('Connecting…'), 'connecting');
 
   const url = ui.root.dataset.wsUrl;
   let socket;
@@ -199,7 +204,7 @@ function connect() {
     socket = new WebSocket(url);
   } catch (error) {
     console.error('Failed to open the dashboard WebSocket: invalid URL', url, error);
-    showConnectionStatus('The dashboard cannot connect because its WebSocket address is invalid.', 'failed');
+    showConnectionStatus(_('The dashboard cannot connect because its WebSocket address is invalid.'), 'failed');
     return;
   }
   connection.socket = socket;
@@ -313,12 +318,12 @@ function scheduleReconnect() {
   connection.reconnectTimer = setTimeout(connect, delay);
 
   if (connection.reconnectAttempt >= RECONNECT_ATTEMPTS_BEFORE_HINT) {
-    showConnectionStatus('Reconnecting… If this goes on, reload the page.', 'connecting', {
-      text: 'Reload',
+    showConnectionStatus(_('Reconnecting… If this goes on, reload the page.'), 'connecting', {
+      text: _('Reload'),
       href: SIGN_IN_PATH,
     });
   } else {
-    showConnectionStatus('Reconnecting…', 'connecting');
+    showConnectionStatus(_('Reconnecting…'), 'connecting');
   }
 }
 
@@ -332,8 +337,8 @@ function showSignedOut() {
   connection.signedOut = true;
   clearTimeout(connection.reconnectTimer);
   connection.reconnectTimer = null;
-  showConnectionStatus('You have been signed out.', 'signed-out', {
-    text: 'Sign in again',
+  showConnectionStatus(_('You have been signed out.'), 'signed-out', {
+    text: _('Sign in again'),
     href: SIGN_IN_PATH,
   });
   for (const chat of dashboard.chats.values()) {
@@ -439,7 +444,7 @@ function dispatchFrame(frame) {
 function handleState(frame) {
   connection.reconnectAttempt = 0;
   connection.hasConnectedBefore = true;
-  showConnectionStatus('Connected', 'connected');
+  showConnectionStatus(_('Connected'), 'connected');
 
   if (typeof frame.display_name === 'string' && frame.display_name !== '') {
     ui.displayName.textContent = frame.display_name;
@@ -466,6 +471,7 @@ function handleState(frame) {
     }
     setVisitorConnected(chat, entry.visitor_connected !== false);
     setTransport(chat, entry.transport);
+    setLanguage(chat, entry.language);
   }
 
   for (const chat of dashboard.chats.values()) {
@@ -508,9 +514,10 @@ function handleAssigned(frame) {
     setVisitorConnected(chat, frame.visitor_connected);
   }
   setTransport(chat, frame.transport);
+  setLanguage(chat, frame.language);
   renderQueue();
   updateChatsSummary();
-  announce(`You are now chatting with ${chat.label}.`);
+  announce(_('You are now chatting with %(label)s.', { label: chat.label }));
   if (acceptedHere) {
     chat.elements.textarea.focus();
   }
@@ -615,7 +622,7 @@ function handleError(frame) {
     handleChatError(chat, frame);
     return;
   }
-  showNotice(frame.message || `The relay rejected a request (${code}).`);
+  showNotice(frame.message || _('The relay rejected a request (%(code)s).', { code }));
 }
 
 function handleAcceptError(frame) {
@@ -625,7 +632,7 @@ function handleAcceptError(frame) {
     dashboard.pendingAccepts.delete(frame.conversation);
   }
   renderQueue();
-  showQueueNotice(ACCEPT_ERROR_TEXT[frame.code] || frame.message || 'The visitor could not be accepted.');
+  showQueueNotice(ACCEPT_ERROR_TEXT[frame.code] || frame.message || _('The visitor could not be accepted.'));
 }
 
 function handleChatError(chat, frame) {
@@ -635,13 +642,13 @@ function handleChatError(chat, frame) {
     if (frame.code === 'storage_failed') {
       markReplyRetryable(chat, pending);
     } else {
-      markReplyFailed(chat, pending, 'Not sent');
+      markReplyFailed(chat, pending, _('Not sent'));
       restoreDraft(chat, pending.body);
     }
   } else if (chat.ending) {
     resetEndControls(chat);
   }
-  showChatAlert(chat, CHAT_ERROR_TEXT[frame.code] || frame.message || `The relay rejected a request (${frame.code}).`);
+  showChatAlert(chat, CHAT_ERROR_TEXT[frame.code] || frame.message || _('The relay rejected a request (%(code)s).', { code: frame.code }));
 }
 
 function handlePong() {
@@ -664,7 +671,7 @@ function handleAvailabilityChange() {
   const requested = ui.available.checked;
   if (!sendFrame({ type: 'availability', available: requested })) {
     ui.available.checked = dashboard.available;
-    showNotice('Not connected, so “Available” was not changed. Try again when the connection is back.');
+    showNotice(_('Not connected, so “Available” was not changed. Try again when the connection is back.'));
     return;
   }
   // The relay confirms with an availability frame, which setAvailability() applies.
@@ -677,7 +684,7 @@ function toggleSound() {
     if (!dashboard.audioContext) {
       const AudioContextClass = window.AudioContext || window.webkitAudioContext;
       if (!AudioContextClass) {
-        showNotice('This browser cannot play sounds.');
+        showNotice(_('This browser cannot play sounds.'));
         return;
       }
       // Browsers allow audio only from a context created or resumed during a user gesture.
@@ -688,7 +695,7 @@ function toggleSound() {
   } else {
     dashboard.soundOn = false;
   }
-  ui.soundToggle.textContent = dashboard.soundOn ? 'Sound on' : 'Enable sound';
+  ui.soundToggle.textContent = dashboard.soundOn ? _('Sound on') : _('Enable sound');
   ui.soundToggle.setAttribute('aria-pressed', String(dashboard.soundOn));
 }
 
@@ -740,7 +747,8 @@ function renderQueue() {
       dashboard.queueItems.set(entry.conversation, item);
     }
     item.queuedAt = parseTime(entry.queued_at);
-    item.label.textContent = `Visitor ${index + 1}`;
+    item.label.textContent = _('Visitor %(number)s', { number: index + 1 });
+    setLanguageText(item.language, entry.language);
     const child = ui.queueList.children[index];
     if (child !== item.element) {
       ui.queueList.insertBefore(item.element, child || null);
@@ -771,6 +779,9 @@ function buildQueueItem(conversation) {
   label.className = 'queue-label';
   label.id = `queue-label-${nextElementId()}`;
 
+  const language = document.createElement('span');
+  language.className = 'queue-language';
+
   const waiting = document.createElement('span');
   waiting.className = 'queue-waiting';
   waiting.id = `queue-waiting-${nextElementId()}`;
@@ -778,12 +789,12 @@ function buildQueueItem(conversation) {
   const button = document.createElement('button');
   button.type = 'button';
   button.className = 'button-primary';
-  button.textContent = 'Accept';
+  button.textContent = _('Accept');
   button.setAttribute('aria-describedby', `${label.id} ${waiting.id}`);
   button.addEventListener('click', () => acceptVisitor(conversation));
 
-  element.append(label, waiting, button);
-  return { element, label, waiting, button, queuedAt: null };
+  element.append(label, language, waiting, button);
+  return { element, label, language, waiting, button, queuedAt: null };
 }
 
 function acceptVisitor(conversation) {
@@ -791,7 +802,7 @@ function acceptVisitor(conversation) {
     return;
   }
   if (!sendFrame({ type: 'accept', conversation })) {
-    showQueueNotice('Not connected. Try again when the connection is back.');
+    showQueueNotice(_('Not connected. Try again when the connection is back.'));
     return;
   }
   dashboard.pendingAccepts.add(conversation);
@@ -810,7 +821,7 @@ function refreshWaitingTimes() {
   for (const item of dashboard.queueItems.values()) {
     const text = formatWaiting(item.queuedAt === null ? null : now - item.queuedAt.getTime());
     item.waiting.textContent = text;
-    item.element.setAttribute('aria-label', `${item.label.textContent}, ${text}`);
+    item.element.setAttribute('aria-label', `${item.label.textContent}, ${item.language.textContent}, ${text}`);
   }
 }
 
@@ -818,18 +829,18 @@ function refreshWaitingTimes() {
 // by the skew. Negative durations show as "less than 1 min".
 function formatWaiting(milliseconds) {
   if (milliseconds === null) {
-    return 'waiting';
+    return _('waiting');
   }
   const minutes = Math.floor(Math.max(0, milliseconds) / 60_000);
   if (minutes < 1) {
-    return 'waiting less than 1 min';
+    return _('waiting less than 1 min');
   }
   if (minutes < 60) {
-    return `waiting ${minutes} min`;
+    return _('waiting %(minutes)s min', { minutes });
   }
   const hours = Math.floor(minutes / 60);
   const rest = minutes % 60;
-  return rest === 0 ? `waiting ${hours} h` : `waiting ${hours} h ${rest} min`;
+  return rest === 0 ? _('waiting %(hours)s h', { hours }) : _('waiting %(hours)s h %(minutes)s min', { hours, minutes: rest });
 }
 
 function queueConversationWithFocus() {
@@ -858,8 +869,9 @@ function restoreQueueFocus(conversation) {
 
 function announceNewVisitors(count) {
   const waiting = dashboard.queueEntries.length;
-  const arrived = count === 1 ? 'A new visitor is waiting.' : `${count} new visitors are waiting.`;
-  announce(`${arrived} ${waiting} waiting in total.`);
+  const arrived = count === 1 ? _('A new visitor is waiting.') : _('%(count)s new visitors are waiting.', { count });
+  const total = _('%(count)s waiting in total.', { count: waiting });
+  announce(`${arrived} ${total}`);
   playChime();
 }
 
@@ -902,13 +914,13 @@ function buildChatPanel(chat) {
   const panelId = nextElementId();
   const panel = document.createElement('section');
   panel.className = 'chat';
-  panel.setAttribute('aria-label', `Chat with ${chat.label}`);
+  panel.setAttribute('aria-label', _('Chat with %(label)s', { label: chat.label }));
 
   const header = buildChatHeader(chat);
   const log = document.createElement('div');
   log.className = 'chat-log';
   log.setAttribute('role', 'log');
-  log.setAttribute('aria-label', `Messages with ${chat.label}`);
+  log.setAttribute('aria-label', _('Messages with %(label)s', { label: chat.label }));
   log.tabIndex = 0;
 
   const alert = document.createElement('p');
@@ -946,6 +958,7 @@ function buildChatPanel(chat) {
     heading: header.heading,
     unreadBadge: header.unreadBadge,
     transportBadge: header.transportBadge,
+    languageBadge: header.languageBadge,
     visitorStatus: header.visitorStatus,
     endedNotice: endedNotice.element,
     endedTitle: endedNotice.title,
@@ -990,23 +1003,29 @@ function buildChatHeader(chat) {
   const transportBadge = document.createElement('span');
   transportBadge.className = 'badge badge-noscript';
   transportBadge.hidden = true;
-  transportBadge.textContent = 'no script';
-  transportBadge.title = 'The visitor has scripts switched off. Your replies reach them within a few seconds.';
+  transportBadge.textContent = _('no script');
+  transportBadge.title = _('The visitor has scripts switched off. Your replies reach them within a few seconds.');
   heading.append(' ', transportBadge);
+
+  // The language the visitor chose on the chat page, so the reply can be in it.
+  const languageBadge = document.createElement('span');
+  languageBadge.className = 'badge badge-language';
+  languageBadge.hidden = true;
+  heading.append(' ', languageBadge);
 
   const started = document.createElement('p');
   started.className = 'chat-meta';
-  started.append('Started ');
+  started.append(_('Started'), ' ');
   started.append(buildTimeElement(chat.startedAt));
 
   const visitorStatus = document.createElement('p');
   visitorStatus.className = 'visitor-status';
   visitorStatus.setAttribute('role', 'status');
   visitorStatus.dataset.connected = 'true';
-  visitorStatus.textContent = 'Visitor connected';
+  visitorStatus.textContent = _('Visitor connected');
 
   element.append(heading, started, visitorStatus);
-  return { element, heading, unreadBadge, transportBadge, visitorStatus };
+  return { element, heading, unreadBadge, transportBadge, languageBadge, visitorStatus };
 }
 
 function buildEndedNotice(chat) {
@@ -1017,14 +1036,14 @@ function buildEndedNotice(chat) {
   const title = document.createElement('p');
   title.className = 'ended-title';
   title.tabIndex = -1;
-  title.textContent = 'This chat has ended';
+  title.textContent = _('This chat has ended');
 
   const reason = document.createElement('p');
   reason.className = 'ended-reason';
 
   const closeButton = document.createElement('button');
   closeButton.type = 'button';
-  closeButton.textContent = 'Close';
+  closeButton.textContent = _('Close');
   closeButton.addEventListener('click', () => closeChat(chat));
 
   // The case note form opens in a new tab, so that this dashboard stays connected.
@@ -1049,7 +1068,7 @@ function buildReplyForm(chat, panelId) {
 
   const label = document.createElement('label');
   label.htmlFor = textareaId;
-  label.textContent = 'Reply';
+  label.textContent = _('Reply');
 
   const textarea = document.createElement('textarea');
   textarea.id = textareaId;
@@ -1060,7 +1079,7 @@ function buildReplyForm(chat, panelId) {
   const hint = document.createElement('p');
   hint.id = hintId;
   hint.className = 'hint';
-  hint.textContent = 'Enter sends. Shift+Enter starts a new line.';
+  hint.textContent = _('Enter sends. Shift+Enter starts a new line.');
 
   const counter = document.createElement('p');
   counter.id = counterId;
@@ -1069,7 +1088,7 @@ function buildReplyForm(chat, panelId) {
   const sendButton = document.createElement('button');
   sendButton.type = 'submit';
   sendButton.className = 'button-primary';
-  sendButton.textContent = 'Send';
+  sendButton.textContent = _('Send');
 
   element.append(label, textarea, hint, counter, sendButton);
   element.addEventListener('submit', (event) => {
@@ -1090,12 +1109,12 @@ function buildEndControls(chat) {
 
   const endButton = document.createElement('button');
   endButton.type = 'button';
-  endButton.textContent = 'End chat';
+  endButton.textContent = _('End chat');
 
   const blockButton = document.createElement('button');
   blockButton.type = 'button';
   blockButton.className = 'button-danger';
-  blockButton.textContent = 'Block visitor';
+  blockButton.textContent = _('Block visitor');
 
   const confirmGroup = document.createElement('div');
   confirmGroup.className = 'end-confirm';
@@ -1105,17 +1124,17 @@ function buildEndControls(chat) {
   const question = document.createElement('p');
   question.className = 'end-question';
   question.id = `end-question-${nextElementId()}`;
-  question.textContent = 'End this chat?';
+  question.textContent = _('End this chat?');
   confirmGroup.setAttribute('aria-labelledby', question.id);
 
   const yesButton = document.createElement('button');
   yesButton.type = 'button';
   yesButton.className = 'button-danger';
-  yesButton.textContent = 'Yes, end chat';
+  yesButton.textContent = _('Yes, end chat');
 
   const noButton = document.createElement('button');
   noButton.type = 'button';
-  noButton.textContent = 'No';
+  noButton.textContent = _('No');
 
   confirmGroup.append(question, yesButton, noButton);
   element.append(endButton, blockButton, confirmGroup);
@@ -1148,10 +1167,10 @@ function updateReplyCounter(chat) {
   const length = countCharacters(chat.elements.textarea.value.trim());
   const counter = chat.elements.counter;
   if (length > MAX_BODY_CHARS) {
-    counter.textContent = `${length - MAX_BODY_CHARS} characters over the limit of 4,000`;
+    counter.textContent = _('%(count)s characters over the limit of 4,000', { count: length - MAX_BODY_CHARS });
     counter.dataset.over = 'true';
   } else if (length > MAX_BODY_CHARS - 400) {
-    counter.textContent = `${MAX_BODY_CHARS - length} characters left`;
+    counter.textContent = _('%(count)s characters left', { count: MAX_BODY_CHARS - length });
     delete counter.dataset.over;
   } else {
     counter.textContent = '';
@@ -1167,11 +1186,11 @@ function submitReply(chat) {
   const body = textarea.value.trim();
   const length = countCharacters(body);
   if (length === 0) {
-    showChatAlert(chat, 'Write a reply before sending.');
+    showChatAlert(chat, _('Write a reply before sending.'));
     return;
   }
   if (length > MAX_BODY_CHARS) {
-    showChatAlert(chat, `The reply has ${length} characters. Shorten it to 4,000 or fewer to send it.`);
+    showChatAlert(chat, _('The reply has %(count)s characters. Shorten it to 4,000 or fewer to send it.', { count: length }));
     return;
   }
   clearChatAlert(chat);
@@ -1181,7 +1200,7 @@ function submitReply(chat) {
   element.classList.add('pending');
   const status = document.createElement('p');
   status.className = 'message-status';
-  status.textContent = 'Sending…';
+  status.textContent = _('Sending…');
   element.append(status);
 
   const pending = { clientId, body, element, status };
@@ -1241,7 +1260,7 @@ function resendPendingReplies() {
       continue;
     }
     for (const pending of chat.pending.values()) {
-      setReplyStatus(pending, 'Sending…');
+      setReplyStatus(pending, _('Sending…'));
       sendReply(chat, pending);
     }
   }
@@ -1256,21 +1275,21 @@ function markReplySent(pending) {
 }
 
 function markReplyRetryable(chat, pending) {
-  setReplyStatus(pending, 'Not saved yet');
+  setReplyStatus(pending, _('Not saved yet'));
   if (pending.retryButton) {
     return;
   }
   const retryButton = document.createElement('button');
   retryButton.type = 'button';
   retryButton.className = 'button-small';
-  retryButton.textContent = 'Retry';
+  retryButton.textContent = _('Retry');
   retryButton.addEventListener('click', () => {
     if (!chat.pending.has(pending.clientId)) {
       return;
     }
     retryButton.remove();
     pending.retryButton = null;
-    setReplyStatus(pending, 'Sending…');
+    setReplyStatus(pending, _('Sending…'));
     clearChatAlert(chat);
     sendReply(chat, pending);
   });
@@ -1330,15 +1349,15 @@ function renderMessage(chat, message) {
 // volunteer's own replies with mine=true.
 function senderLabel(message) {
   if (message.sender === 'visitor') {
-    return 'Visitor';
+    return _('Visitor');
   }
   if (message.mine === false && message.supervisor === true) {
     return typeof message.author === 'string' ? `${message.author} (supervisor)` : 'Supervisor';
   }
   if (message.mine === false) {
-    return typeof message.author === 'string' ? `${message.author} (earlier volunteer)` : 'Earlier volunteer';
+    return typeof message.author === 'string' ? _('%(name)s (earlier volunteer)', { name: message.author }) : _('Earlier volunteer');
   }
-  return 'You';
+  return _('You');
 }
 
 // A message with a resource `card` shows the card; its body is the card as plain text.
@@ -1351,7 +1370,7 @@ function buildMessageElement(sender, body, sentAt, label = null, card = null) {
   meta.className = 'message-meta';
   const senderName = document.createElement('span');
   senderName.className = 'message-sender';
-  senderName.textContent = label ?? (fromVisitor ? 'Visitor' : 'You');
+  senderName.textContent = label ?? (fromVisitor ? _('Visitor') : _('You'));
   meta.append(senderName, ' ', buildTimeElement(sentAt));
 
   if (card) {
@@ -1404,7 +1423,7 @@ function isScrolledToBottom(log) {
 
 function setVisitorConnected(chat, connected) {
   const status = chat.elements.visitorStatus;
-  const text = connected ? 'Visitor connected' : 'Connection lost — waiting for them to come back';
+  const text = connected ? _('Visitor connected') : _('Connection lost — waiting for them to come back');
   if (status.textContent !== text) {
     status.textContent = text;
   }
@@ -1417,6 +1436,26 @@ function setTransport(chat, transport) {
     return;
   }
   chat.elements.transportBadge.hidden = transport !== 'noscript';
+}
+
+// `language` is the code of the visitor's language, such as "mt"; older relays send none.
+function setLanguage(chat, language) {
+  if (typeof language !== 'string' || language === '') {
+    return;
+  }
+  setLanguageText(chat.elements.languageBadge, language);
+  chat.elements.languageBadge.hidden = false;
+}
+
+// Shows a language's name in the dashboard's language, from the page's
+// #language-names block, and marks the element with the code.
+function setLanguageText(element, language) {
+  if (typeof language !== 'string' || language === '') {
+    element.textContent = '';
+    return;
+  }
+  element.textContent = LANGUAGE_NAMES[language] || language;
+  element.dataset.language = language;
 }
 
 // `action` is "end" or "block"; both end the chat after the volunteer confirms.
@@ -1447,7 +1486,7 @@ function endChat(chat) {
   const action = chat.confirmAction || 'end';
   if (!sendFrame({ type: action, conversation: chat.conversation })) {
     resetEndControls(chat);
-    showChatAlert(chat, 'Not connected, so the chat was not ended. Try again when the connection is back.');
+    showChatAlert(chat, _('Not connected, so the chat was not ended. Try again when the connection is back.'));
     return;
   }
   chat.ending = true;
@@ -1491,11 +1530,12 @@ function markChatEnded(chat, reason) {
   clearChatAlert(chat);
   setReplyFormEnabled(chat, false);
   for (const pending of [...chat.pending.values()]) {
-    markReplyFailed(chat, pending, 'Not sent — the chat ended');
+    markReplyFailed(chat, pending, _('Not sent — the chat ended'));
   }
   connection.replaying.delete(chat.conversation);
 
-  announce(`The chat with ${chat.label} has ended. ${reasonText}`);
+  const endedText = _('The chat with %(label)s has ended.', { label: chat.label });
+  announce(`${endedText} ${reasonText}`);
   // Focus goes to the notice, not to "Close": a volunteer pressing Enter to send a reply
   // at that moment must not remove the transcript.
   if (hadFocus) {
@@ -1559,7 +1599,7 @@ function updateChatsSummary() {
     }
   }
   ui.chatsEmpty.hidden = dashboard.chats.size > 0;
-  ui.chatCount.textContent = dashboard.capacity === null ? '' : `(${active} of ${dashboard.capacity})`;
+  ui.chatCount.textContent = dashboard.capacity === null ? '' : _('(%(active)s of %(capacity)s)', { active, capacity: dashboard.capacity });
 }
 
 // ---------------------------------------------------------------------------
@@ -1694,7 +1734,7 @@ function clearUnread(chat) {
 function renderUnread(chat) {
   const badge = chat.elements.unreadBadge;
   badge.hidden = chat.unread === 0;
-  badge.textContent = `${chat.unread} unread`;
+  badge.textContent = _('%(count)s unread', { count: chat.unread });
 }
 
 function handleVisibilityChange() {
@@ -1715,7 +1755,7 @@ function updateTitle() {
   }
   const waiting = dashboard.queueEntries.length;
   if (waiting > 0) {
-    parts.push(`(${waiting}) Waiting`);
+    parts.push(_('(%(count)s) Waiting', { count: waiting }));
   }
   if (document.hidden) {
     let unread = 0;
@@ -1723,7 +1763,7 @@ function updateTitle() {
       unread += chat.unread;
     }
     if (unread > 0) {
-      parts.push(`${unread} unread`);
+      parts.push(_('%(count)s unread', { count: unread }));
     }
   }
   document.title = parts.length > 0 ? `${parts.join(' · ')} — ${BASE_TITLE}` : BASE_TITLE;
@@ -1798,7 +1838,7 @@ function labelForIndex(index) {
     letters = String.fromCharCode(65 + (rest % 26)) + letters;
     rest = Math.floor(rest / 26) - 1;
   } while (rest >= 0);
-  return `Visitor ${letters}`;
+  return _('Visitor %(letters)s', { letters });
 }
 
 function createClientId() {

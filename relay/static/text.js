@@ -30,3 +30,25 @@ export function appendLinkedText(element, text) {
   }
   element.append(text.slice(position));
 }
+
+// Returns the value of the page's JSON data block with this id (a
+// <script type="application/json">, which the CSP allows because it never runs),
+// or an empty object when the block is missing or invalid.
+export function readJsonBlock(id) {
+  try {
+    return JSON.parse(document.getElementById(id)?.textContent || "{}");
+  } catch (error) {
+    console.error(`The page's #${id} block is not valid JSON:`, error);
+    return {};
+  }
+}
+
+// Returns a gettext-like function over `texts`, a table from English message ids to
+// their translations. It returns the translation, or the English text when there is
+// none, with each %(name)s replaced by values[name].
+export function translator(texts) {
+  return (text, values = {}) => {
+    const translated = texts[text] || text;
+    return translated.replace(/%\((\w+)\)s/g, (placeholder, name) => (name in values ? String(values[name]) : placeholder));
+  };
+}

@@ -4,7 +4,7 @@
 // textContent.
 
 import { buildResourceCard, isResourceCard } from "/static/card.js";
-import { appendLinkedText } from "/static/text.js";
+import { appendLinkedText, readJsonBlock, translator } from "/static/text.js";
 
 const STORAGE_KEY = "vso-chat"; // sessionStorage key of the conversation token
 // The protocol's limit, in code points after trimming. NOTE: VSO_MAX_MESSAGE_CHARS can
@@ -22,14 +22,21 @@ const SLOW_RECONNECT_ATTEMPTS = 4; // after this many failures the status line s
 const STORAGE_RETRY_DELAYS_MS = [1_000, 2_000, 4_000, 8_000, 15_000];
 const CLIENT_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+// Texts in the page's language. The page carries them in the JSON block #chat-text,
+// keyed by the English text that _() receives; the relay fills it from this file's
+// _() calls, so every text here is a literal string.
+const _ = translator(readJsonBlock("chat-text"));
+
 const ENDED_REASON_TEXTS = {
-  visitor: "You ended the chat.",
-  volunteer: "The volunteer ended the chat.",
-  abandoned: "The chat was closed because the connection was lost for too long.",
+  visitor: _("You ended the chat."),
+  volunteer: _("The volunteer ended the chat."),
+  abandoned: _("The chat was closed because the connection was lost for too long."),
 };
-const GENERIC_ERROR_TEXT = "Something went wrong. Please try again.";
-const EMPTY_MESSAGE_TEXT = "Please write a message before sending.";
-const TOO_LONG_TEXT = `That message is too long. Please shorten it to ${formatNumber(MAX_MESSAGE_CHARS)} characters or fewer.`;
+const GENERIC_ERROR_TEXT = _("Something went wrong. Please try again.");
+const EMPTY_MESSAGE_TEXT = _("Please write a message before sending.");
+const TOO_LONG_TEXT = _("That message is too long. Please shorten it to %(max)s characters or fewer.", {
+  max: formatNumber(MAX_MESSAGE_CHARS),
+});
 
 const dom = {
   chat: getElement("chat"),
@@ -442,7 +449,7 @@ function forgetConversation(ended) {
     return;
   }
   resetConversation();
-  showError("Your earlier chat is no longer available. You can start a new one.");
+  showError(_("Your earlier chat is no longer available. You can start a new one."));
   setPhase("welcome");
 }
 
@@ -488,14 +495,17 @@ function submitMessage() {
   const length = countCharacters(body);
   if (length > MAX_MESSAGE_CHARS) {
     showError(
-      `Your message has ${formatNumber(length)} characters. Please shorten it to ${formatNumber(MAX_MESSAGE_CHARS)} or fewer.`,
+      _("Your message has %(count)s characters. Please shorten it to %(max)s or fewer.", {
+        count: formatNumber(length),
+        max: formatNumber(MAX_MESSAGE_CHARS),
+      }),
     );
     return;
   }
   clearError();
   const clientId = createClientId();
   const item = createMessageItem("visitor", body, null);
-  setMessageStatus(item, "Sending…");
+  setMessageStatus(item, _("Sending…"));
   item.classList.add("message-pending");
   appendMessageItem(item);
   state.pending.set(clientId, { body, item, failures: 0, retryTimer: null });
@@ -588,17 +598,17 @@ function retryAfterStorageFailure(clientId) {
 // Marks a message "Not sent" with a button to try again. It stays pending, so a
 // reconnect sends it again as well.
 function markFailed(clientId, pending) {
-  setMessageStatus(pending.item, "Not sent.");
+  setMessageStatus(pending.item, _("Not sent."));
   pending.item.classList.add("message-failed");
   const retry = document.createElement("button");
   retry.type = "button";
   retry.className = "link-button";
-  retry.textContent = "Try again";
+  retry.textContent = _("Try again");
   retry.addEventListener("click", () => {
     pending.failures = 0;
     retry.remove();
     pending.item.classList.remove("message-failed");
-    setMessageStatus(pending.item, "Sending…");
+    setMessageStatus(pending.item, _("Sending…"));
     sendPendingMessage(clientId);
   });
   pending.item.querySelector(".message-meta").append(retry);
@@ -608,7 +618,7 @@ function markFailed(clientId, pending) {
 function abandonPendingMessages() {
   for (const clientId of [...state.pending.keys()]) {
     const pending = takePendingMessage(clientId);
-    setMessageStatus(pending.item, "Not sent.");
+    setMessageStatus(pending.item, _("Not sent."));
     pending.item.classList.add("message-failed");
     pending.item.querySelector(".link-button")?.remove();
   }
@@ -636,7 +646,7 @@ function createMessageItem(sender, body, sentAt, volunteerName = null, card = nu
   const author = document.createElement("span");
   author.className = "message-author";
   // The relay names the volunteer who wrote each reply, which matters after a hand-back.
-  author.textContent = sender === "visitor" ? "You" : volunteerName || state.volunteerName || "Volunteer";
+  author.textContent = sender === "visitor" ? _("You") : volunteerName || state.volunteerName || _("Volunteer");
   const time = document.createElement("time");
   time.className = "message-time";
   const status = document.createElement("span");
@@ -663,7 +673,7 @@ function setMessageTime(item, date) {
     return;
   }
   time.dateTime = date.toISOString();
-  time.textContent = `${String(date.getHours()).padStart(2, "0")}:${String(date.getMinutes()).padStart(2, "0")}`;
+  time.textContent = date.toLocaleTimeString(document.documentElement.lang || "en", { hour: "2-digit", minute: "2-digit" });
 }
 
 function setMessageStatus(item, text) {
@@ -765,10 +775,10 @@ function render() {
   dom.welcomeState.hidden = phase !== "welcome";
   dom.welcomeUnavailable.hidden = !noVolunteers || !state.withinHours;
   renderOffline(phase, noVolunteers);
-  setText(dom.startButton, state.startRequested ? "Starting…" : "Start chat");
+  setText(dom.startButton, state.startRequested ? _("Starting…") : _("Start chat"));
   dom.unavailableState.hidden = phase !== "unavailable";
   dom.availableAgain.hidden = state.volunteersAvailable !== true;
-  setText(dom.retryButton, state.startRequested ? "Trying…" : "Try again");
+  setText(dom.retryButton, state.startRequested ? _("Trying…") : _("Try again"));
   dom.waitingState.hidden = phase !== "waiting";
   dom.waitingText.hidden = state.requeued;
   dom.requeuedText.hidden = !state.requeued;
@@ -778,7 +788,12 @@ function render() {
     setText(element, state.queuePosition === null ? "" : formatNumber(state.queuePosition));
   }
   dom.chattingState.hidden = phase !== "chatting";
-  setText(dom.volunteerHeading, `You are chatting with ${state.volunteerName || "a volunteer"}`);
+  setText(
+    dom.volunteerHeading,
+    state.volunteerName
+      ? _("You are chatting with %(name)s", { name: state.volunteerName })
+      : _("You are chatting with a volunteer"),
+  );
   dom.continuedText.hidden = !state.continued;
   dom.transcript.hidden = !(phase === "chatting" || (hasMessages && (phase === "waiting" || phase === "ended")));
   dom.endedState.hidden = phase !== "ended";
@@ -825,8 +840,8 @@ function renderConnectionStatus() {
   const visible = !open && shouldReconnect() && state.phase !== "ended" && (state.everConnected || state.failedAttempts > 0);
   dom.connectionStatus.hidden = !visible;
   if (!visible) return;
-  let text = state.everConnected ? "Reconnecting…" : "Connecting…";
-  if (state.failedAttempts >= SLOW_RECONNECT_ATTEMPTS) text = "Still trying to connect. Please check your internet connection.";
+  let text = state.everConnected ? _("Reconnecting…") : _("Connecting…");
+  if (state.failedAttempts >= SLOW_RECONNECT_ATTEMPTS) text = _("Still trying to connect. Please check your internet connection.");
   setText(dom.connectionStatus, text);
 }
 
@@ -866,7 +881,10 @@ function updateCounter() {
   const tooLong = length > MAX_MESSAGE_CHARS;
   dom.counter.hidden = length < COUNTER_FROM_CHARS;
   dom.counter.classList.toggle("counter-over", tooLong);
-  dom.counter.textContent = `${formatNumber(length)} of ${formatNumber(MAX_MESSAGE_CHARS)} characters${tooLong ? ", too long to send" : ""}`;
+  const values = { count: formatNumber(length), max: formatNumber(MAX_MESSAGE_CHARS) };
+  dom.counter.textContent = tooLong
+    ? _("%(count)s of %(max)s characters, too long to send", values)
+    : _("%(count)s of %(max)s characters", values);
 }
 
 // ---- Session storage ----

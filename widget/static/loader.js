@@ -1,4 +1,4 @@
-/* Embed loader: turns the <a data-vso-site> link into a "Chat with us" button and an
+/* Embed loader: turns the <a data-vso-site> link into a button with its text and an
  * iframe panel, styled by !important CSSOM styles in a shadow root, which host CSS and
  * a strict host CSP cannot override. Keep it under 2 KB gzipped. */
 (() => {
@@ -33,10 +33,10 @@
     return button;
   };
 
-  const build = (chatUrl) => {
+  const build = (chatUrl, label, closeLabel) => {
     const host = create(TAG, "display:block;position:fixed;z-index:2147483647");
     const root = host.attachShadow({ mode: "open" });
-    const launcher = createButton("Chat with us", "display:block;position:fixed;right:16px;bottom:16px;padding:12px 20px;border:2px solid #fff;border-radius:999px;box-shadow:0 2px 10px rgba(0,0,0,.3)", root);
+    const launcher = createButton(label, "display:block;position:fixed;right:16px;bottom:16px;padding:12px 20px;border:2px solid #fff;border-radius:999px;box-shadow:0 2px 10px rgba(0,0,0,.3)", root);
     const narrow = matchMedia("(max-width:599.98px)");
     let panel, frame;
 
@@ -50,10 +50,10 @@
       if (!panel) {
         panel = create("div", "box-sizing:border-box;position:fixed;display:flex;flex-direction:column;overflow:hidden;background:#fff;border:1px solid #9fb1bc;box-shadow:0 4px 24px rgba(0,0,0,.3)", root);
         panel.setAttribute("role", "dialog");
-        panel.setAttribute("aria-label", "Chat with a volunteer");
+        panel.setAttribute("aria-label", label);
         const bar = create("div", "display:flex;justify-content:flex-end;padding:4px;background:#1d5b79", panel);
         const closeButton = createButton("\u00d7", "padding:0 12px;font-size:28px;border:2px solid transparent;border-radius:6px", bar);
-        closeButton.setAttribute("aria-label", "Close chat");
+        closeButton.setAttribute("aria-label", closeLabel);
         // Closing only hides the panel, so the chat in the iframe keeps running.
         closeButton.addEventListener("click", () => {
           setStyles(panel, "display:none");
@@ -62,7 +62,7 @@
         });
         // Attached last, so the iframe loads nothing before the chat URL.
         frame = create("iframe", "display:block;flex:1 1 auto;width:100%;border:0;background:#fff");
-        frame.title = "Chat with a volunteer";
+        frame.title = label;
         frame.referrerPolicy = "no-referrer";
         frame.src = chatUrl;
         panel.append(frame);
@@ -73,7 +73,7 @@
       frame.focus();
     });
     narrow.addEventListener("change", layOut);
-    // Quick exit pressed in a relay page: leave this page too.
+    // Quick exit in a relay page leaves this page too.
     addEventListener("message", ({ origin, data }) => {
       if (origin === new URL(chatUrl).origin && data?.type === "vso-exit" && /^https?:/.test(data.url)) {
         host.remove();
@@ -99,7 +99,7 @@
       if (!href || !/^https?:$/.test(url.protocol)) continue;
       if (!chatUrl) {
         if (document.querySelector(TAG)) return;
-        build((chatUrl = url.href));
+        build((chatUrl = url.href), link.textContent, link.dataset.vsoClose || "Close");
       }
       if (url.href === chatUrl) setStyles(link, "display:none");
     }
