@@ -88,7 +88,6 @@ def _render(
         request,
         name,
         {
-            "lang": "en",
             "site_key": site.key if site else "",
             "site_name": site.name if site else "",
             "chat_url": f"/chat?site={site.key}" if site else None,
