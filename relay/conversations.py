@@ -245,7 +245,7 @@ class ChatService:
         """Store a new queued conversation; the caller holds the pairing lock."""
         token = secrets.token_urlsafe(32)
         conversation = await self.store.create_conversation(
-            secrets.token_urlsafe(12), site.id, hash_token(token), language
+            secrets.token_urlsafe(12), site.id, hash_token(token), language=language
         )
         self._languages[conversation.id] = conversation.language
         position = self.pairing.enqueue(conversation.id)

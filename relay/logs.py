@@ -9,9 +9,16 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# At DEBUG these loggers write SQL parameters, frame text or request headers, which
+# At DEBUG these loggers write SQL parameters, frame, mail or page text, or request headers, which
 # include message bodies and session cookies. They stay at INFO at any relay level.
-NOISY_LOGGERS = ("aiosqlite", "uvicorn.error", "uvicorn.protocols", "websockets")
+NOISY_LOGGERS = (
+    "aiosqlite",
+    "markdown_it",
+    "aiosmtplib",
+    "uvicorn.error",
+    "uvicorn.protocols",
+    "websockets",
+)
 
 
 # ``address:port`` with an IPv4 or a bracketed IPv6 address, checked by pattern

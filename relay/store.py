@@ -1389,6 +1389,7 @@ class Store:
         conversation_id: str,
         site_id: int,
         token_hash: str,
+        *,
         at: str | None = None,
         channel: str = "chat",
         language: str = "en",
