@@ -1,9 +1,9 @@
 """Checks on a new staff password beyond its length: common and guessable ones.
 
-The list is small on purpose: passwords of at least ``auth.MIN_PASSWORD_CHARS``
-characters that appear near the top of public breach corpora, and the patterns
-people build them from. It catches the obvious choices; it is no substitute for
-a full breached-password service.
+The list is short and hand-made: common choices that pass the length check
+(number runs, "password" with digits, keyboard walks, the service's own words)
+and the patterns behind them. It catches the obvious choices; it is no
+substitute for checking against a full breached-password corpus.
 """
 
 from __future__ import annotations

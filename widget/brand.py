@@ -1,5 +1,9 @@
 """A partner site's colour as a stylesheet, so that the chat page can take it
-without an inline style, which its Content-Security-Policy forbids."""
+without an inline style, which its Content-Security-Policy forbids.
+
+NOTE: the floating launcher button keeps the standard colour, because the loader
+fetches nothing from the relay until the visitor presses it.
+"""
 
 from __future__ import annotations
 
