@@ -24,7 +24,7 @@ logger = logging.getLogger("dashboard.sites")
 
 
 def _hours_url(site: Site) -> str:
-    return f"/dashboard/admin/sites/{site.id}/hours"
+    return f"/dashboard/sites/{site.id}/hours"
 
 
 async def sites_page(request: Request) -> Response:

@@ -57,7 +57,7 @@ async def test_add_site_opens_embed_page(relay: RelayServer) -> None:
     assert f"frame-src {relay.base_url}" in text
     assert "WordPress" in text
     assert "Custom HTML" in text
-    assert 'href="/dashboard/admin/sites/2/hours"' in embed.text
+    assert 'href="/dashboard/sites/2/hours"' in embed.text
     assert "frame-src 'self'" in embed.headers["content-security-policy"]
     listed = await admin.get("/dashboard/admin/sites")
     assert "Harbour Aid" in listed.text
