@@ -152,12 +152,14 @@ def ngettext(singular: str, plural: str, count: int) -> str:
 
 
 def translate_all(messages: Iterable[str]) -> dict[str, str]:
-    """Return each message id with its translation in the current language.
+    """Return the message ids whose translation differs, with the translation.
 
     Scripts receive these tables in a JSON block of their page, keyed by the
-    English text they pass to their own ``_()``.
+    English text they pass to their own ``_()``, and show the English text for
+    a missing key, so English pages carry an empty table.
     """
-    return {message: gettext(message) for message in messages}
+    translated = {message: gettext(message) for message in messages}
+    return {message: text for message, text in translated.items() if text != message}
 
 
 def language_names() -> Mapping[str, str]:

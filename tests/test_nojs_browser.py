@@ -381,7 +381,7 @@ def test_inline_snippet_on_another_origin_without_scripts(
     visitor = no_script_context(browser).new_page()
 
     visitor.goto(f"{partner.origin}/index.html")
-    chat = visitor.frame_locator("iframe[title='Chat with us']")
+    chat = visitor.frame_locator("iframe[title='Chat with a volunteer']")
     chat.get_by_role("button", name="Start chat").click()
     frame = chat.frame_locator("iframe[title='Conversation']")
     expect(frame.get_by_text("You are number 1 in the queue.")).to_be_visible()
