@@ -59,7 +59,7 @@ async def parts(tmp_path: Path) -> AsyncIterator[Parts]:
 
 @dataclass
 class RecordingNotifier:
-    """A ReplyNotifier that records calls, or raises when told to."""
+    """A ReplyNotifier that records calls, and raises when ``fail`` is set."""
 
     fail: bool = False
     calls: list[str] = field(default_factory=list)

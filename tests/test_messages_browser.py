@@ -11,7 +11,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.relayserver import RelayServer
 from tests.test_end_to_end import sign_in
-from tests.test_messages import HOSTILE
+from tests.test_messages import HOSTILE, close_site
 
 SCRIPTS = pytest.mark.parametrize("scripts", [True, False], ids=["js", "nojs"])
 
@@ -199,3 +199,22 @@ def test_offline_page_reloaded_without_scripts_prefills(
     expect(visitor.get_by_label("What would you like to tell us?")).to_have_value(
         "Are you there?"
     )
+
+
+@SCRIPTS
+def test_closed_hours_offer_message_with_volunteer(
+    relay: RelayServer, browser: Browser, scripts: bool
+) -> None:
+    volunteer = browser.new_context().new_page()
+    sign_in(volunteer, relay)
+    volunteer.get_by_role("switch", name="Available").check()
+    close_site(relay)
+    visitor = visitor_context(browser, scripts).new_page()
+
+    visitor.goto(f"{relay.base_url}/chat?site=demo")
+
+    expect(visitor.get_by_text("The chat is closed now.")).to_be_visible()
+    expect(visitor.get_by_role("button", name="Start chat")).to_be_hidden()
+    expect(visitor.get_by_role("button", name="Leave this message")).to_be_visible()
+    leave_message(visitor, "Written after hours.")
+    assert inbox_count(relay) == 1

@@ -812,7 +812,7 @@ function render() {
 
 // Outside opening hours or with nobody available, the message form takes the
 // place of the start button. A waiting visitor gets it, filled with what they
-// wrote, once the last volunteer leaves; it stays while it has text in it.
+// wrote, once the last volunteer leaves. It stays shown while it has text.
 function renderOffline(phase, noVolunteers) {
   const offline = !state.withinHours || noVolunteers;
   const starting = phase === "welcome" || phase === "unavailable";
