@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 CHROMIUM ?= /usr/bin/chromium
 SOURCES := relay widget dashboard tests bench
 
-.PHONY: install run test check format bench chromium nginx clean
+.PHONY: install run test check format bench chromium nginx dovecot clean
 
 install: $(STAMP)
 
@@ -33,7 +33,14 @@ nginx:
 	  else sudo apt-get update -qq && sudo RUNLEVEL=1 apt-get install -y -qq nginx; fi; \
 	fi
 
-test: install chromium nginx
+# The mail tests run Debian's Dovecot as their IMAP server; install it when missing.
+dovecot:
+	@if ! command -v dovecot >/dev/null && [ ! -x /usr/sbin/dovecot ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && RUNLEVEL=1 apt-get install -y -qq dovecot-imapd; \
+	  else sudo apt-get update -qq && sudo RUNLEVEL=1 apt-get install -y -qq dovecot-imapd; fi; \
+	fi
+
+test: install chromium nginx dovecot
 	$(BIN)/pytest
 
 # The relay against a raw websockets relay, then the chat page's weight without

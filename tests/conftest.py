@@ -7,7 +7,7 @@ import pytest
 
 from tests.relayserver import RelayServer
 
-pytest_plugins = ["tests.browser"]
+pytest_plugins = ["tests.browser", "tests.mailservers"]
 
 
 @pytest.fixture
