@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from relay.crypto import DataCipher
+from relay.mailsettings import DEFAULT_MAX_BYTES, MailSettingsError, parse_mail_settings
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.sites import normalise_origin
 
@@ -63,6 +64,25 @@ class Settings:
     ws_ping_seconds: float = 20.0
     log_format: str = "text"
     metrics_allow: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
+    # The e-mail channel (relay/mailsettings.py); off while mail_address is "".
+    mail_address: str = ""
+    mail_name: str = "Victim Support"
+    mail_site: str = ""
+    mail_max_bytes: int = DEFAULT_MAX_BYTES
+    mail_poll_seconds: float = 60.0
+    mail_imap_host: str = ""
+    mail_imap_port: int = 993
+    mail_imap_tls: str = "tls"
+    mail_imap_user: str = ""
+    mail_imap_password: str = dataclasses.field(default="", repr=False)
+    mail_imap_password_file: Path | None = None
+    mail_imap_mailbox: str = "INBOX"
+    mail_smtp_host: str = ""
+    mail_smtp_port: int = 587
+    mail_smtp_tls: str = "starttls"
+    mail_smtp_user: str = ""
+    mail_smtp_password: str = dataclasses.field(default="", repr=False)
+    mail_smtp_password_file: Path | None = None
 
     @property
     def public_origin(self) -> str:
@@ -318,6 +338,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values["block_seconds"] = _parse_int(
             "VSO_BLOCK_SECONDS", env["VSO_BLOCK_SECONDS"], 60, 7 * 86400
         )
+    try:
+        values.update(parse_mail_settings(env))
+    except MailSettingsError as error:
+        raise SettingsError(str(error)) from None
     database = values.get("database", Settings.database)
     database_path = Path(str(database))
     if "VSO_SECRET_KEY" in env:
