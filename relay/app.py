@@ -28,6 +28,7 @@ from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
 from relay.hub import LocalHub
 from relay.inbox import InboxService
+from relay.mail import MailService
 from relay.nojs import NoScriptVisitors
 from relay.pages import SecurityHeadersMiddleware
 from relay.ratelimit import Guard
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
             ),
         )
         await chat.restore()
+        mail = MailService(settings, store) if settings.mail_address else None
         app.state.services = Services(
             settings=settings,
             store=store,
@@ -125,7 +127,10 @@ def create_app(settings: Settings) -> Starlette:
             inbox=InboxService(
                 store, chat, settings.secret_key, max_chars=settings.max_message_chars
             ),
+            mail=mail,
         )
+        if mail is not None:
+            mail.start()
         purges = asyncio.create_task(
             run_purges(store, settings.retention_days, settings.purge_interval_seconds),
             name="retention",
@@ -148,6 +153,8 @@ def create_app(settings: Settings) -> Starlette:
             hub.close_all(protocol.CLOSE_SERVICE_RESTART)
             await chat.stop()
             await app.state.services.inbox.stop()
+            if mail is not None:
+                await mail.stop()
             await store.close()
             logger.info("relay stopped")
 

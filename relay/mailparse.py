@@ -110,9 +110,13 @@ def clean_header(text: str) -> str:
     return one_line[:MAX_HEADER_CHARS]
 
 
-def parse_mail(raw: bytes, max_bytes: int) -> ParsedMail:
-    """Parse one e-mail; mail over ``max_bytes`` keeps only its headers."""
-    size = len(raw)
+def parse_mail(raw: bytes, max_bytes: int, size: int | None = None) -> ParsedMail:
+    """Parse one e-mail; mail over ``max_bytes`` keeps only its headers.
+
+    ``size`` is the whole mail's size when ``raw`` holds only its headers, as
+    fetched for mail over the limit.
+    """
+    size = len(raw) if size is None else max(size, len(raw))
     oversize = size > max_bytes
     try:
         if oversize:

@@ -10,6 +10,7 @@ from relay.auth import Signer
 from relay.conversations import ChatService
 from relay.hub import Hub
 from relay.inbox import InboxService
+from relay.mail import MailService
 from relay.nojs import NoScriptVisitors
 from relay.ratelimit import Guard
 from relay.settings import Settings
@@ -28,6 +29,8 @@ class Services:
     guard: Guard
     nojs: NoScriptVisitors
     inbox: InboxService
+    # None unless VSO_MAIL_ADDRESS is set.
+    mail: MailService | None = None
 
 
 def get_services(connection: HTTPConnection) -> Services:

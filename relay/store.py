@@ -170,6 +170,50 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (site_id, day)
     );
     """,
+    # E-mail: each conversation's thread (reply token hash, keyed sender hash,
+    # sealed sender and subject), the IMAP messages already imported, and
+    # the outbox of mail to send.
+    """
+    CREATE TABLE mail_threads (
+        conversation_id TEXT PRIMARY KEY
+            REFERENCES conversations(id) ON DELETE CASCADE,
+        token_hash TEXT NOT NULL UNIQUE,
+        sender_hash TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message_ids TEXT NOT NULL
+    );
+    CREATE TABLE mail_imports (
+        mailbox TEXT NOT NULL,
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        message_id_hash TEXT,
+        conversation_id TEXT,
+        outcome TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        PRIMARY KEY (mailbox, uidvalidity, uid)
+    );
+    CREATE UNIQUE INDEX mail_imports_message_id ON mail_imports (message_id_hash)
+        WHERE message_id_hash IS NOT NULL;
+    CREATE TABLE mail_outbox (
+        id INTEGER PRIMARY KEY,
+        conversation_id TEXT REFERENCES conversations(id) ON DELETE CASCADE,
+        seq INTEGER,
+        kind TEXT NOT NULL,
+        message_id TEXT NOT NULL UNIQUE,
+        recipient TEXT NOT NULL,
+        content TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT,
+        created_at TEXT NOT NULL,
+        UNIQUE (conversation_id, seq, kind)
+    );
+    CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at)
+        WHERE sent_at IS NULL;
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.

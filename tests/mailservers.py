@@ -10,6 +10,7 @@ from __future__ import annotations
 import imaplib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,8 @@ MAIL_USER = "help"
 MAIL_PASSWORD = "imap-test-password"
 SERVICE_ADDRESS = "help@vso.example.org"
 
+_UID = re.compile(rb"UID (\d+)")
+_FLAGS = re.compile(rb"FLAGS \(([^)]*)\)")
 _CONFIG = """\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -112,9 +115,12 @@ class Dovecot:
             for item in data:
                 if not isinstance(item, bytes):
                     continue
-                text = item.decode()
-                uid = int(text.split("UID ")[1].split()[0].rstrip(")"))
-                result[uid] = text.split("FLAGS (")[1].split(")")[0]
+                uid = _UID.search(item)
+                flags = _FLAGS.search(item)
+                if uid is None or flags is None:
+                    # An unsolicited update from another session's STORE.
+                    continue
+                result[int(uid.group(1))] = flags.group(1).decode()
             return result
         finally:
             client.logout()

@@ -1,0 +1,593 @@
+"""The e-mail channel: mail in over IMAP, volunteers' replies out over SMTP.
+
+``MailService`` runs two supervised background tasks inside ``vso serve``.
+The fetcher polls the service's mailbox every ``VSO_MAIL_POLL_SECONDS``, imports
+each new message (see ``ingest``) and then flags it seen. The sender turns
+volunteers' replies in e-mail conversations into outbox mail and sends the
+outbox, retrying failures with a growing delay.
+
+Idempotency: mail is imported in UID order, and the import commits together
+with its UIDVALIDITY, UID and Message-ID, so a relay killed before it flagged
+the mail seen skips it next time. Sending is at least once: mail is marked
+sent after the SMTP server accepted it, so a crash between the two sends it
+again, with the same Message-ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import imaplib
+import logging
+import re
+import secrets
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import aiosmtplib
+
+from relay.i18n import gettext as _
+from relay.i18n import ngettext
+from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
+from relay.mailstore import IMPORTED, MailImport, MailStore, NewThread, OutgoingMail
+from relay.mailthread import (
+    compose,
+    new_message_id,
+    reply_token,
+    sender_hash,
+    token_hash,
+    tokens_in,
+)
+from relay.settings import Settings
+from relay.store import Message, Store, StoreError, utc_ago, utc_now
+
+logger = logging.getLogger("relay.mail")
+
+# Mail imported per poll; the rest follows at the next poll, without waiting.
+FETCH_BATCH = 50
+IMAP_TIMEOUT_SECONDS = 30.0
+SMTP_TIMEOUT_SECONDS = 30.0
+# Sending retries wait 5 s, then twice as long each time, up to an hour.
+RETRY_MIN_SECONDS = 5.0
+RETRY_MAX_SECONDS = 3600.0
+# How often the sender looks for new replies when ``wake`` is not called.
+SENDER_CHECK_SECONDS = 2.0
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+
+
+class MailError(Exception):
+    """The mail server failed or returned something unexpected."""
+
+
+def retry_delay(attempts: int) -> float:
+    """Return the seconds to wait after ``attempts`` failed sends."""
+    return float(min(RETRY_MIN_SECONDS * 2 ** max(attempts - 1, 0), RETRY_MAX_SECONDS))
+
+
+class MailService:
+    """E-mail conversations for one relay process; ``start`` runs its tasks."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.mail = MailStore(store)
+        self.address = settings.mail_address
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        # imaplib blocks, so every IMAP call runs on this one thread.
+        self._imap_thread = ThreadPoolExecutor(1, thread_name_prefix="vso-imap")
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Start the fetcher (with an IMAP host) and the sender (with SMTP)."""
+        if self.settings.mail_imap_host:
+            self._spawn(self._fetch_forever(), "mail-fetcher")
+        if self.settings.mail_smtp_host:
+            self._spawn(self._send_forever(), "mail-sender")
+        logger.info(
+            "mail started: fetching %s, sending %s",
+            "on" if self.settings.mail_imap_host else "off",
+            "on" if self.settings.mail_smtp_host else "off",
+        )
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(self._log_end)
+        self._tasks.append(task)
+
+    @staticmethod
+    def _log_end(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            logger.error("%s ended: %r", task.get_name(), task.exception())
+
+    async def stop(self) -> None:
+        """Cancel the tasks and wait for the IMAP thread to finish its call."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._imap_thread.shutdown(wait=True)
+        logger.info("mail stopped")
+
+    def wake(self) -> None:
+        """Make the sender look for new replies now, not at its next check."""
+        self._wake.set()
+
+    # Inbound
+
+    async def _fetch_forever(self) -> None:
+        """Poll the mailbox until cancelled; failures are logged and retried."""
+        interval = self.settings.mail_poll_seconds
+        while True:
+            try:
+                more = await self.fetch_once()
+            except (MailError, OSError, imaplib.IMAP4.error) as error:
+                logger.error(
+                    "fetching mail failed, retrying in %.0f s: %s", interval, error
+                )
+                more = False
+            except StoreError as error:
+                logger.error(
+                    "importing mail failed, retrying in %.0f s: %s", interval, error
+                )
+                more = False
+            if not more:
+                await asyncio.sleep(interval)
+
+    async def _imap(self, function: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._imap_thread, function, *args)
+
+    async def fetch_once(self) -> bool:
+        """Import the next batch of new mail; return True when more is waiting."""
+        client: imaplib.IMAP4 = await self._imap(self._connect)
+        try:
+            uidvalidity: int = await self._imap(self._select, client)
+            mailbox = self.settings.mail_imap_mailbox
+            last = await self.mail.last_uid(mailbox, uidvalidity)
+            if last:
+                await self._flag_imported(client, mailbox, uidvalidity, last)
+            uids: list[int] = await self._imap(self._new_uids, client, last)
+            for uid in uids[:FETCH_BATCH]:
+                raw, size = await self._imap(self._fetch, client, uid)
+                outcome = await self.ingest(mailbox, uidvalidity, uid, raw, size)
+                logger.info("mail uid %d of %s: %s", uid, mailbox, outcome)
+                await self._imap(self._flag_seen, client, [uid])
+            return len(uids) > FETCH_BATCH
+        finally:
+            await self._imap(self._logout, client)
+
+    async def _flag_imported(
+        self, client: imaplib.IMAP4, mailbox: str, uidvalidity: int, last: int
+    ) -> None:
+        """Flag seen the mail imported before a crash left it unseen."""
+        unseen: list[int] = await self._imap(self._unseen_up_to, client, last)
+        imported = [
+            uid
+            for uid in unseen
+            if await self.mail.was_imported(mailbox, uidvalidity, uid, None)
+        ]
+        if imported:
+            logger.info("flagging %d imported mails seen", len(imported))
+            await self._imap(self._flag_seen, client, imported)
+
+    def _connect(self) -> imaplib.IMAP4:
+        settings = self.settings
+        host, port = settings.mail_imap_host, settings.mail_imap_port
+        client: imaplib.IMAP4
+        if settings.mail_imap_tls == "tls":
+            client = imaplib.IMAP4_SSL(
+                host,
+                port,
+                ssl_context=ssl.create_default_context(),
+                timeout=IMAP_TIMEOUT_SECONDS,
+            )
+        else:
+            client = imaplib.IMAP4(host, port, timeout=IMAP_TIMEOUT_SECONDS)
+            if settings.mail_imap_tls == "starttls":
+                client.starttls(ssl.create_default_context())
+        try:
+            client.login(settings.mail_imap_user, settings.mail_imap_password)
+        except imaplib.IMAP4.error:
+            client.shutdown()
+            raise MailError(
+                f"IMAP sign-in as {settings.mail_imap_user!r} failed; check"
+                " VSO_MAIL_IMAP_USER and the password."
+            ) from None
+        return client
+
+    def _select(self, client: imaplib.IMAP4) -> int:
+        mailbox = self.settings.mail_imap_mailbox
+        status, _data = client.select(f'"{mailbox}"')
+        if status != "OK":
+            raise MailError(f"The mailbox {mailbox!r} cannot be selected.")
+        _code, values = client.response("UIDVALIDITY")
+        for value in values:
+            if isinstance(value, bytes) and value.isdigit():
+                return int(value)
+        raise MailError(f"The mailbox {mailbox!r} reported no UIDVALIDITY.")
+
+    def _search(self, client: imaplib.IMAP4, *criteria: str) -> list[int]:
+        status, data = client.uid("SEARCH", *criteria)
+        if status != "OK":
+            raise MailError(f"UID SEARCH {' '.join(criteria)} failed.")
+        found = b" ".join(item for item in data if isinstance(item, bytes))
+        return sorted(int(uid) for uid in found.split())
+
+    def _new_uids(self, client: imaplib.IMAP4, last: int) -> list[int]:
+        # "N:*" also matches the highest UID when it is below N.
+        return [
+            uid for uid in self._search(client, "UID", f"{last + 1}:*") if uid > last
+        ]
+
+    def _unseen_up_to(self, client: imaplib.IMAP4, last: int) -> list[int]:
+        return [
+            uid
+            for uid in self._search(client, "UNSEEN", "UID", f"1:{last}")
+            if uid <= last
+        ]
+
+    def _fetch(self, client: imaplib.IMAP4, uid: int) -> tuple[bytes, int]:
+        """Return the mail of ``uid`` and its size; only headers when too big."""
+        status, data = client.uid("FETCH", str(uid), "(RFC822.SIZE)")
+        match = _SIZE.search(b" ".join(_bytes_of(data))) if status == "OK" else None
+        if match is None:
+            raise MailError(f"UID FETCH {uid} returned no size.")
+        size = int(match.group(1))
+        part = (
+            "BODY.PEEK[]"
+            if size <= self.settings.mail_max_bytes
+            else "BODY.PEEK[HEADER]"
+        )
+        status, data = client.uid("FETCH", str(uid), f"({part})")
+        literals = [item[1] for item in data if isinstance(item, tuple)]
+        if status != "OK" or not literals:
+            raise MailError(f"UID FETCH {uid} returned no message.")
+        return bytes(literals[0]), size
+
+    def _flag_seen(self, client: imaplib.IMAP4, uids: list[int]) -> None:
+        uid_set = ",".join(str(uid) for uid in uids)
+        status, _data = client.uid("STORE", uid_set, "+FLAGS.SILENT", "(\\Seen)")
+        if status != "OK":
+            raise MailError(f"Flagging mail {uid_set} seen failed.")
+
+    @staticmethod
+    def _logout(client: imaplib.IMAP4) -> None:
+        try:
+            client.logout()
+        except (OSError, imaplib.IMAP4.error):
+            pass
+
+    async def ingest(
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        size: int | None = None,
+    ) -> str:
+        """Import one fetched e-mail and return the outcome.
+
+        A person's mail joins the conversation whose reply token it names and
+        whose sender it comes from, or starts a new one. Bounces, auto-replies,
+        list mail and mail without a sender are recorded but not imported and
+        never answered. Mail with attachments, or over ``VSO_MAIL_MAX_BYTES``,
+        gets one automatic reply that says what was not kept and why.
+        """
+        parsed = parse_mail(raw, self.settings.mail_max_bytes, size)
+        message_id_hash = (
+            hashlib.sha256(parsed.message_id.encode("utf-8")).hexdigest()
+            if parsed.message_id
+            else None
+        )
+        if await self.mail.was_imported(mailbox, uidvalidity, uid, message_id_hash):
+            return "duplicate"
+        record = MailImport(
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            message_id_hash=message_id_hash,
+            outcome=self._ignored(parsed) or IMPORTED,
+        )
+        if record.outcome == IMPORTED:
+            await self._prepare(record, parsed)
+        outcome, message = await self.mail.record_import(record)
+        logger.info(
+            "mail %s:%d %s%s (%s)",
+            uidvalidity,
+            uid,
+            outcome,
+            f" into {record.conversation_id}" if message else "",
+            log_summary(parsed),
+        )
+        if record.outgoing:
+            self.wake()
+        return outcome
+
+    def _ignored(self, parsed: ParsedMail) -> str | None:
+        """Return why mail is not imported, or None for a person's mail."""
+        if parsed.kind != PERSON:
+            return f"ignored {parsed.kind}"
+        if parsed.sender is None:
+            return "ignored without sender"
+        local, _, domain = self.address.partition("@")
+        sender_local, _, sender_domain = parsed.sender.partition("@")
+        if sender_domain == domain and (
+            sender_local == local or sender_local.startswith(local + "+")
+        ):
+            return "ignored from the service itself"
+        return None
+
+    async def _prepare(self, record: MailImport, parsed: ParsedMail) -> None:
+        """Fill in the conversation, message and notices of a person's mail."""
+        if parsed.sender is None:
+            raise ValueError("Mail without a sender is not imported.")
+        secret = self.settings.secret_key
+        own_hash = sender_hash(secret, parsed.sender)
+        tokens = [token_hash(token) for token in tokens_in(parsed, self.address)]
+        threads = await self.mail.threads_by_token(tokens)
+        # A token names the thread only for its own correspondent: the same
+        # token from another address starts a conversation of its own.
+        matching = [cid for cid, hashed in threads.items() if hashed == own_hash]
+        if matching:
+            record.conversation_id = matching[0]
+        else:
+            record.conversation_id = secrets.token_urlsafe(12)
+            record.new_thread = NewThread(
+                site_id=await self._site_id(),
+                token_hash=token_hash(reply_token(secret, record.conversation_id)),
+                sender_hash=own_hash,
+                sender=parsed.sender,
+                sender_name=parsed.sender_name,
+                subject=parsed.subject,
+            )
+        record.body = self._body(parsed)
+        record.client_id = f"mail-{record.uidvalidity}-{record.uid}"
+        record.message_id = parsed.message_id
+        notice = self._notice_text(parsed)
+        if notice is not None:
+            record.outgoing.append(
+                self._outgoing(
+                    "notice",
+                    conversation_id=record.conversation_id,
+                    recipient=parsed.sender,
+                    subject=parsed.subject,
+                    body=notice,
+                    references=[*parsed.references, *_listed(parsed.message_id)],
+                    automatic=True,
+                )
+            )
+
+    def _outgoing(
+        self,
+        kind: str,
+        *,
+        conversation_id: str | None,
+        recipient: str,
+        subject: str,
+        body: str,
+        references: list[str],
+        automatic: bool,
+        seq: int | None = None,
+    ) -> OutgoingMail:
+        """Compose mail from the service; with a conversation, in its thread."""
+        token = (
+            reply_token(self.settings.secret_key, conversation_id)
+            if conversation_id is not None
+            else None
+        )
+        message_id = new_message_id(token, self.address)
+        content = compose(
+            service_address=self.address,
+            service_name=self.settings.mail_name,
+            token=token,
+            recipient=recipient,
+            subject=subject,
+            body=body,
+            message_id=message_id,
+            references=references,
+            automatic=automatic,
+        )
+        return OutgoingMail(kind, message_id, recipient, content, seq)
+
+    async def _site_id(self) -> int:
+        """Return the site e-mail conversations belong to; raises StoreError."""
+        if self.settings.mail_site:
+            site = await self.store.get_site_by_key(self.settings.mail_site)
+            if site is None:
+                raise StoreError(
+                    f"VSO_MAIL_SITE={self.settings.mail_site!r} names no site;"
+                    " see `vso site list`."
+                )
+            return site.id
+        sites = await self.store.list_sites()
+        if not sites:
+            raise StoreError("No site exists for e-mail; add one with `vso site add`.")
+        return min(site.id for site in sites)
+
+    def _body(self, parsed: ParsedMail) -> str:
+        """Return the message text volunteers see, with notes on what was dropped."""
+        notes = []
+        if parsed.oversize:
+            notes.append(
+                _(
+                    "[This e-mail was %(size)d KB, over the limit of %(limit)d KB."
+                    " Its text was not kept and the sender was asked to write again.]"
+                )
+                % {
+                    "size": parsed.size // 1024,
+                    "limit": self.settings.mail_max_bytes // 1024,
+                }
+            )
+        if parsed.attachments:
+            notes.append(
+                ngettext(
+                    "[%(count)d attachment was not kept; the sender was told why.]",
+                    "[%(count)d attachments were not kept; the sender was told why.]",
+                    parsed.attachments,
+                )
+                % {"count": parsed.attachments}
+            )
+        if not parsed.text and not notes:
+            notes.append(_("[This e-mail contained no text.]"))
+        return "\n\n".join([parsed.text, *notes] if parsed.text else notes)
+
+    def _notice_text(self, parsed: ParsedMail) -> str | None:
+        """Return the automatic reply for mail with attachments or over the limit."""
+        if parsed.oversize:
+            return _(
+                "Thank you for writing to us.\n\n"
+                "Your e-mail was too large for this service (%(size)d KB; the limit"
+                " is %(limit)d KB), so we could not read it. Please send your"
+                " message again as text, without attachments, in a reply to this"
+                " e-mail.\n\nThis is an automatic reply."
+            ) % {
+                "size": parsed.size // 1024,
+                "limit": self.settings.mail_max_bytes // 1024,
+            }
+        if parsed.attachments:
+            return _(
+                "Thank you for writing to us. We received your message, and a"
+                " volunteer will answer it here.\n\n"
+                "To protect your privacy, this service does not keep attachments,"
+                " so no volunteer will see the files you sent. If something in them"
+                " matters, please describe it in words in a reply to this e-mail.\n\n"
+                "This is an automatic reply."
+            )
+        return None
+
+    # Outbound
+
+    async def _send_forever(self) -> None:
+        """Queue new replies and send due outbox mail until cancelled."""
+        while True:
+            delay = SENDER_CHECK_SECONDS
+            try:
+                await self.queue_replies()
+                await self.send_due()
+            except StoreError as error:
+                logger.error("the mail outbox failed, retrying: %s", error)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def queue_replies(self) -> int:
+        """Put volunteers' new replies in e-mail conversations in the outbox."""
+        queued = 0
+        for message in await self.mail.unqueued_replies():
+            if await self._queue_reply(message):
+                queued += 1
+        return queued
+
+    async def _queue_reply(self, message: Message) -> bool:
+        cid = message.conversation_id
+        thread = await self.mail.get_thread(cid)
+        if thread is None:
+            return False
+        outgoing = self._outgoing(
+            "reply",
+            conversation_id=cid,
+            recipient=thread.sender,
+            subject=thread.subject,
+            body=message.body,
+            references=thread.message_ids,
+            automatic=False,
+            seq=message.seq,
+        )
+        queued = await self.mail.queue_outgoing(cid, outgoing)
+        if queued:
+            logger.info("reply %d of %s queued for sending", message.seq, cid)
+        return queued
+
+    async def reply_waiting(self, conversation_id: str) -> None:
+        """Tell the visitor of a message conversation that a reply waits.
+
+        The e-mail says only that a reply waits at ``/replies``: never the
+        conversation's text or the reply code. Does nothing without an address.
+        """
+        address = await self.store.get_notify_address(conversation_id)
+        if address is None:
+            return
+        body = _(
+            "Hello,\n\n"
+            "A volunteer has replied to the message you left. To read the reply,"
+            " open %(url)s/replies and enter your reply code.\n\n"
+            "This e-mail does not contain the reply. Please do not answer it."
+        ) % {"url": self.settings.public_url}
+        outgoing = self._outgoing(
+            "notification",
+            conversation_id=None,
+            recipient=address,
+            subject=_("A reply is waiting for you"),
+            body=body,
+            references=[],
+            automatic=True,
+        )
+        await self.mail.queue_outgoing(None, outgoing)
+        logger.info("reply notice for %s queued", conversation_id)
+        self.wake()
+
+    async def send_due(self) -> int:
+        """Send the outbox mail that is due; return how many were sent."""
+        sent = 0
+        for entry in await self.mail.due_outgoing(utc_now()):
+            try:
+                await self._smtp_send(entry.recipient, entry.content)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
+                attempts = entry.attempts + 1
+                delay = retry_delay(attempts)
+                reason = _smtp_reason(error)
+                logger.warning(
+                    "sending outbox mail %d failed (attempt %d), retrying in %.0f s:"
+                    " %s",
+                    entry.id,
+                    attempts,
+                    delay,
+                    reason,
+                )
+                await self.mail.mark_failed(entry.id, reason, utc_ago(-delay))
+                continue
+            await self.mail.mark_sent(entry.id)
+            sent += 1
+            logger.info("sent outbox mail %d (%s)", entry.id, entry.kind)
+        return sent
+
+    async def _smtp_send(self, recipient: str, content: bytes) -> None:
+        settings = self.settings
+        tls = settings.mail_smtp_tls
+        await aiosmtplib.send(
+            content,
+            sender=self.address,
+            recipients=[recipient],
+            hostname=settings.mail_smtp_host,
+            port=settings.mail_smtp_port,
+            username=settings.mail_smtp_user or None,
+            password=settings.mail_smtp_password or None,
+            use_tls=tls == "tls",
+            start_tls=True if tls == "starttls" else False,
+            timeout=SMTP_TIMEOUT_SECONDS,
+        )
+
+
+def _listed(message_id: str | None) -> list[str]:
+    return [message_id] if message_id else []
+
+
+def _bytes_of(data: list[Any]) -> list[bytes]:
+    """Return the byte strings of an imaplib response, from tuples too."""
+    found: list[bytes] = []
+    for item in data:
+        if isinstance(item, bytes):
+            found.append(item)
+        elif isinstance(item, tuple):
+            found.extend(part for part in item if isinstance(part, bytes))
+    return found
+
+
+def _smtp_reason(error: Exception) -> str:
+    """Return an SMTP failure without addresses: the class and reply code."""
+    code = getattr(error, "code", None)
+    return f"{type(error).__name__}" + (f" {code}" if code is not None else "")
