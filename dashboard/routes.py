@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
-from dashboard import hours, inbox, two_factor
+from dashboard import hours, inbox, mail, two_factor
 from dashboard.common import (
     STATIC_DIR,
     STATIC_PREFIX,
@@ -209,6 +209,7 @@ routes: list[BaseRoute] = [
     *two_factor.routes,
     *inbox.routes,
     *hours.routes,
+    *mail.routes,
     Route("/dashboard/session", session_status, methods=["GET"]),
     WebSocketRoute("/dashboard/ws", dashboard_socket),
     Mount(

@@ -445,3 +445,28 @@ class MailStore:
             "SELECT COUNT(sent_at), COUNT(*) - COUNT(sent_at) FROM mail_outbox"
         )
         return {"sent": int(row[0]), "unsent": int(row[1])} if row else {}
+
+    async def deliveries(self, conversation_id: str) -> dict[int, Delivery]:
+        """Return the delivery of each reply in a conversation, by sequence number."""
+        rows = await self.store._fetchall(
+            "SELECT seq, sent_at, attempts, last_error FROM mail_outbox"
+            " WHERE conversation_id = ? AND kind = 'reply'",
+            (conversation_id,),
+        )
+        return {
+            row["seq"]: Delivery(
+                sent_at=row["sent_at"],
+                attempts=row["attempts"],
+                failed=row["last_error"] is not None,
+            )
+            for row in rows
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a volunteer's reply is on its way out: sent, or waiting to retry."""
+
+    sent_at: str | None
+    attempts: int
+    failed: bool

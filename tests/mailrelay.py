@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -95,6 +96,13 @@ class Snapshot:
     state: str
 
 
+def run_async(work: Callable[[], Coroutine[object, object, T]]) -> T:
+    """Run a coroutine on a thread of its own, so that it works beside the
+    event loop that Playwright's sync API keeps running in the test's thread."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(lambda: asyncio.run(work())).result()
+
+
 async def _open(server: RelayServer) -> Store:
     cipher = load_cipher("", None, server.database)
     return await Store.open(server.database, cipher)
@@ -115,7 +123,7 @@ def snapshot(server: RelayServer, conversation_id: str) -> Snapshot:
         finally:
             await store.close()
 
-    return asyncio.run(read())
+    return run_async(read)
 
 
 def volunteer_reply(
@@ -135,7 +143,7 @@ def volunteer_reply(
         finally:
             await store.close()
 
-    return asyncio.run(write())
+    return run_async(write)
 
 
 def reply_to(

@@ -1,0 +1,116 @@
+"""Hostile e-mail in real Chromium and in outgoing headers: HTML, scripts, bidi
+controls and CR LF in names and subjects stay text and break no header."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tests.mailrelay import (
+    CORPUS,
+    email_conversations,
+    imports,
+    mail_relay,
+    run_async,
+    volunteer_reply,
+    wait_until,
+)
+from tests.mailservers import Dovecot, SmtpServer
+from tests.relayserver import RelayServer
+from tests.test_end_to_end import sign_in
+
+HOSTILE_REPLY = "<script>window.__xss = 1</script><img src=x onerror=alert(3)>"
+
+
+@pytest.fixture
+def hostile_thread(
+    tmp_path: Path, dovecot: Dovecot, smtp_server: SmtpServer
+) -> Iterator[tuple[RelayServer, str]]:
+    """A relay that imported hostile.eml, and that conversation's id."""
+    server = mail_relay(tmp_path, dovecot, smtp_server)
+    server.start()
+    try:
+        dovecot.append((CORPUS / "hostile.eml").read_bytes())
+        wait_until(lambda: len(imports(server)) == 1, what="the import")
+        [conversation_id] = email_conversations(server)
+        yield server, conversation_id
+    finally:
+        server.stop()
+
+
+def test_mail_page_shows_hostile_text(
+    browser: Browser, hostile_thread: tuple[RelayServer, str]
+) -> None:
+    server, conversation_id = hostile_thread
+    volunteer_reply(server, conversation_id, HOSTILE_REPLY, "h1")
+    page = browser.new_context().new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    sign_in(page, server)
+    page.goto(f"{server.base_url}/dashboard/mail/{conversation_id}")
+
+    heading = page.get_by_role("heading", level=1)
+    expect(heading).to_have_text(
+        "<img src=x onerror=alert(1)> gnp.exe Bcc: victim@mail.example.net"
+    )
+    main = page.locator("main")
+    expect(main).to_contain_text("Eve <script>alert(1)</script> Bcc: x@evil.example")
+    expect(main).to_contain_text("<b>escaped</b> and Reversed text")
+    expect(main.locator(".message-body").last).to_have_text(HOSTILE_REPLY)
+    assert dialogs == []
+    assert page.evaluate("window.__xss") is None
+    assert main.locator("img, iframe, script, b").count() == 0
+    text = main.inner_text()
+    assert "\u202e" not in text
+    assert "alert('body')" not in text
+
+
+def test_mail_reply_headers_stay_intact(
+    hostile_thread: tuple[RelayServer, str], smtp_server: SmtpServer
+) -> None:
+    server, conversation_id = hostile_thread
+    volunteer_reply(server, conversation_id, HOSTILE_REPLY, "h1")
+    [sent] = smtp_server.wait_for(1)
+    assert sent.recipients == ["eve@mail.example.net"]
+    message = sent.message
+    assert message["Bcc"] is None
+    assert message["Cc"] is None
+    assert message["Subject"] == (
+        "Re: <img src=x onerror=alert(1)> gnp.exe Bcc: victim@mail.example.net"
+    )
+    assert [str(value) for value in message.get_all("To")] == ["eve@mail.example.net"]
+    header_block = sent.raw.split(b"\r\n\r\n", 1)[0]
+    lines = header_block.split(b"\r\n")
+    names = [line.split(b":", 1)[0].lower() for line in lines if line[:1] not in b" \t"]
+    assert b"bcc" not in names
+    assert b"\xe2\x80\xae" not in header_block
+    assert message.get_content().strip() == HOSTILE_REPLY
+
+
+def test_mail_page_needs_staff_and_known_id(
+    hostile_thread: tuple[RelayServer, str],
+) -> None:
+    server, conversation_id = hostile_thread
+    anonymous = httpx.get(f"{server.base_url}/dashboard/mail/{conversation_id}")
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/dashboard"
+
+    async def signed_in_get(path: str) -> httpx.Response:
+        cookie = await server.sign_in("demo", server.demo_password or "")
+        async with httpx.AsyncClient(
+            base_url=server.base_url, cookies={"vso_session": cookie}
+        ) as client:
+            return await client.get(path)
+
+    unknown = run_async(lambda: signed_in_get("/dashboard/mail/no-such-conversation"))
+    assert unknown.status_code == 404
+    assert unknown.headers["cache-control"] == "no-store"
+    known = run_async(lambda: signed_in_get(f"/dashboard/mail/{conversation_id}"))
+    assert known.status_code == 200
+    assert known.headers["cache-control"] == "no-store"
+    assert "script-src 'self'" in known.headers["content-security-policy"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in known.text
