@@ -129,7 +129,8 @@ def compose(
         message["Reply-To"] = Address(
             clean_header(service_name), addr_spec=f"{local}+{token}@{domain}"
         )
-    message["Subject"] = reply_subject(subject)
+    # Mail that answers nothing, such as a notice, keeps its subject as it is.
+    message["Subject"] = reply_subject(subject) if references else clean_header(subject)
     message["Message-ID"] = message_id
     message["Date"] = date or format_datetime(datetime.now(UTC), usegmt=True)
     recent = [f"<{reference}>" for reference in references[-MAX_REFERENCES:]]
