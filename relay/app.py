@@ -125,7 +125,11 @@ def create_app(settings: Settings) -> Starlette:
                 chat, settings.secret_key, settings.max_message_chars
             ),
             inbox=InboxService(
-                store, chat, settings.secret_key, max_chars=settings.max_message_chars
+                store,
+                chat,
+                settings.secret_key,
+                max_chars=settings.max_message_chars,
+                notifier=mail,
             ),
             mail=mail,
         )
