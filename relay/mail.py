@@ -30,7 +30,14 @@ import aiosmtplib
 from relay.i18n import gettext as _
 from relay.i18n import ngettext
 from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
-from relay.mailstore import IMPORTED, MailImport, MailStore, NewThread, OutgoingMail
+from relay.mailstore import (
+    DUPLICATE,
+    IMPORTED,
+    MailImport,
+    MailStore,
+    NewThread,
+    OutgoingMail,
+)
 from relay.mailthread import (
     compose,
     new_message_id,
@@ -281,14 +288,15 @@ class MailService:
             if parsed.message_id
             else None
         )
-        if await self.mail.was_imported(mailbox, uidvalidity, uid, message_id_hash):
-            return "duplicate"
+        duplicate = await self.mail.was_imported(
+            mailbox, uidvalidity, uid, message_id_hash
+        )
         record = MailImport(
             mailbox=mailbox,
             uidvalidity=uidvalidity,
             uid=uid,
             message_id_hash=message_id_hash,
-            outcome=self._ignored(parsed) or IMPORTED,
+            outcome=DUPLICATE if duplicate else self._ignored(parsed) or IMPORTED,
         )
         if record.outcome == IMPORTED:
             await self._prepare(record, parsed)

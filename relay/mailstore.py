@@ -23,6 +23,7 @@ from relay.store import (
 )
 
 IMPORTED = "imported"
+DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,9 @@ class MailStore:
     async def record_import(self, record: MailImport) -> tuple[str, Message | None]:
         """Write one fetched e-mail in a single transaction.
 
-        Returns ("duplicate", None) when its UID or Message-ID was imported
-        before, and then writes nothing. Otherwise returns the outcome and the
+        Returns ("duplicate", None) when its UID was imported before, and then
+        writes nothing, or when mail with its Message-ID was, and then records
+        only the UID. Otherwise returns the outcome and the
         stored message, if any. Mail to a conversation whose sender was blocked
         is recorded with the outcome "blocked" and stores no message.
         """
@@ -187,17 +189,20 @@ class MailStore:
 
         def work(db: sqlite3.Connection) -> tuple[str, Message | None]:
             seen = db.execute(
-                "SELECT 1 FROM mail_imports WHERE (mailbox = ? AND uidvalidity = ?"
-                " AND uid = ?) OR message_id_hash = ?",
-                (
-                    record.mailbox,
-                    record.uidvalidity,
-                    record.uid,
-                    record.message_id_hash,
-                ),
+                "SELECT 1 FROM mail_imports WHERE mailbox = ? AND uidvalidity = ?"
+                " AND uid = ?",
+                (record.mailbox, record.uidvalidity, record.uid),
             ).fetchone()
             if seen is not None:
-                return "duplicate", None
+                return DUPLICATE, None
+            copy = db.execute(
+                "SELECT 1 FROM mail_imports WHERE message_id_hash = ?",
+                (record.message_id_hash,),
+            ).fetchone()
+            if copy is not None or record.outcome == DUPLICATE:
+                # Recorded under its own UID, so that later polls skip it.
+                self._insert_import(db, record, DUPLICATE, with_message_id=False)
+                return DUPLICATE, None
             outcome = record.outcome
             message: Message | None = None
             if pending is not None:
@@ -208,22 +213,28 @@ class MailStore:
             if message is not None or pending is None:
                 for outgoing in record.outgoing:
                     self._insert_outgoing(db, record.conversation_id, outgoing)
-            db.execute(
-                "INSERT INTO mail_imports (mailbox, uidvalidity, uid, message_id_hash,"
-                " conversation_id, outcome, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.mailbox,
-                    record.uidvalidity,
-                    record.uid,
-                    record.message_id_hash,
-                    record.conversation_id,
-                    outcome,
-                    utc_now(),
-                ),
-            )
+            self._insert_import(db, record, outcome, with_message_id=True)
             return outcome, message
 
         return await self.store._write_in_writer(work)
+
+    @staticmethod
+    def _insert_import(
+        db: sqlite3.Connection, record: MailImport, outcome: str, with_message_id: bool
+    ) -> None:
+        db.execute(
+            "INSERT INTO mail_imports (mailbox, uidvalidity, uid, message_id_hash,"
+            " conversation_id, outcome, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.mailbox,
+                record.uidvalidity,
+                record.uid,
+                record.message_id_hash if with_message_id else None,
+                record.conversation_id if outcome != DUPLICATE else None,
+                outcome,
+                utc_now(),
+            ),
+        )
 
     def _seal_import(self, record: MailImport) -> dict[str, str]:
         """Seal a new thread's fields before the transaction, off the writer."""

@@ -281,8 +281,9 @@ def test_mail_duplicate_message_id_imported_once(
 ) -> None:
     append(dovecot, "plain.eml", "plain.eml")
     wait_until(lambda: all_seen(dovecot, 2), what="both flagged seen")
-    outcomes = [row["outcome"] for row in imports(mail_server)]
-    assert outcomes == ["imported"]
+    rows = imports(mail_server)
+    assert [row["outcome"] for row in rows] == ["imported", "duplicate"]
+    assert [row["uid"] for row in rows] == [1, 2]
     assert len(email_conversations(mail_server)) == 1
 
 
