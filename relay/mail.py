@@ -21,7 +21,6 @@ import imaplib
 import logging
 import re
 import secrets
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +29,7 @@ import aiosmtplib
 from relay.i18n import gettext as _
 from relay.i18n import ngettext
 from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
+from relay.mailsettings import tls_context
 from relay.mailstore import (
     DUPLICATE,
     IMPORTED,
@@ -187,13 +187,13 @@ class MailService:
             client = imaplib.IMAP4_SSL(
                 host,
                 port,
-                ssl_context=ssl.create_default_context(),
+                ssl_context=tls_context(settings.mail_ca_file),
                 timeout=IMAP_TIMEOUT_SECONDS,
             )
         else:
             client = imaplib.IMAP4(host, port, timeout=IMAP_TIMEOUT_SECONDS)
             if settings.mail_imap_tls == "starttls":
-                client.starttls(ssl.create_default_context())
+                client.starttls(tls_context(settings.mail_ca_file))
         try:
             client.login(settings.mail_imap_user, settings.mail_imap_password)
         except imaplib.IMAP4.error:
@@ -576,6 +576,7 @@ class MailService:
             password=settings.mail_smtp_password or None,
             use_tls=tls == "tls",
             start_tls=True if tls == "starttls" else False,
+            tls_context=tls_context(settings.mail_ca_file) if tls != "none" else None,
             timeout=SMTP_TIMEOUT_SECONDS,
         )
 

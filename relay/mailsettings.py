@@ -9,6 +9,7 @@ needs ``VSO_MAIL_SMTP_HOST``.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -149,6 +150,14 @@ def parse_mail_settings(env: Mapping[str, str]) -> dict[str, object]:
                 " INBOX."
             )
         values["mail_imap_mailbox"] = mailbox
+    if "VSO_MAIL_CA_FILE" in env:
+        ca_file = Path(env["VSO_MAIL_CA_FILE"].strip())
+        if not ca_file.is_file():
+            raise MailSettingsError(
+                f"VSO_MAIL_CA_FILE={str(ca_file)!r} is not a readable file of"
+                " PEM certificates."
+            )
+        values["mail_ca_file"] = ca_file
     values.update(_server(env, "IMAP", "tls"))
     values.update(_server(env, "SMTP", "starttls"))
     if not raw_address and (values["mail_imap_host"] or values["mail_smtp_host"]):
@@ -157,3 +166,12 @@ def parse_mail_settings(env: Mapping[str, str]) -> dict[str, object]:
             " VSO_MAIL_ADDRESS; give the service's own address."
         )
     return values
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Return a client TLS context that verifies the server's certificate.
+
+    It trusts the certificates in ``ca_file`` when one is given, else the
+    system's. Raises ``ssl.SSLError`` or ``OSError`` for an unusable file.
+    """
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)

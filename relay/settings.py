@@ -70,6 +70,7 @@ class Settings:
     mail_site: str = ""
     mail_max_bytes: int = DEFAULT_MAX_BYTES
     mail_poll_seconds: float = 60.0
+    mail_ca_file: Path | None = None
     mail_imap_host: str = ""
     mail_imap_port: int = 993
     mail_imap_tls: str = "tls"

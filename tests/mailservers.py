@@ -8,17 +8,20 @@ own, which the fixture removes when it stops the server.
 from __future__ import annotations
 
 import imaplib
+import ipaddress
 import os
 import pwd
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -26,6 +29,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.relayserver import free_port
 
@@ -44,7 +51,7 @@ log_path = {root}/dovecot.log
 info_log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_internal_user = {user}
@@ -68,7 +75,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service stats {{
@@ -81,10 +89,15 @@ service stats {{
 
 @dataclass
 class Dovecot:
-    """A running Dovecot with one mailbox user, reached over plain IMAP."""
+    """A running Dovecot with one mailbox user.
+
+    ``port`` serves IMAP (with STARTTLS when started with a certificate) and
+    ``imaps_port`` IMAP over TLS, or 0 without a certificate.
+    """
 
     root: Path
     port: int
+    imaps_port: int = 0
     user: str = MAIL_USER
     password: str = MAIL_PASSWORD
     process: subprocess.Popen[bytes] | None = None
@@ -149,8 +162,50 @@ def _account() -> tuple[str, str, int, int]:
     return "nobody", grp.getgrgid(entry.pw_gid).gr_name, entry.pw_uid, entry.pw_gid
 
 
-def start_dovecot() -> Dovecot:
-    """Write a configuration into a new folder, start Dovecot and wait for it."""
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed certificate for 127.0.0.1 and localhost and its key;
+    return their paths. Clients trust it by using the certificate as CA file."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def start_dovecot(certificate: tuple[Path, Path] | None = None) -> Dovecot:
+    """Write a configuration into a new folder, start Dovecot and wait for it.
+
+    With a ``certificate`` (certificate and key paths) it serves TLS too.
+    """
     if not os.path.exists(DOVECOT):
         raise RuntimeError(
             "dovecot is not installed; run `make test`, which installs"
@@ -162,14 +217,29 @@ def start_dovecot() -> Dovecot:
     for name in ("run", "state", "mail", "home"):
         (root / name).mkdir()
     (root / "users").write_text(f"{MAIL_USER}:{{PLAIN}}{MAIL_PASSWORD}\n")
+    imaps_port = free_port() if certificate else 0
+    ssl_lines = "ssl = no"
+    if certificate:
+        ssl_lines = (
+            f"ssl = yes\nssl_cert = <{certificate[0]}\nssl_key = <{certificate[1]}"
+        )
     (root / "dovecot.conf").write_text(
-        _CONFIG.format(root=root, user=user, group=group, uid=uid, gid=gid, port=port)
+        _CONFIG.format(
+            root=root,
+            user=user,
+            group=group,
+            uid=uid,
+            gid=gid,
+            port=port,
+            imaps_port=imaps_port,
+            ssl=ssl_lines,
+        )
     )
     if os.getuid() == 0:
         os.chmod(root, 0o755)
         for name in ("mail", "home"):
             os.chown(root / name, uid, gid)
-    server = Dovecot(root=root, port=port)
+    server = Dovecot(root=root, port=port, imaps_port=imaps_port)
     server.process = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
         stdout=subprocess.DEVNULL,
@@ -243,13 +313,19 @@ class _Collector:
 
 
 class SmtpServer:
-    """aiosmtpd on a free port of 127.0.0.1, capturing what the relay sends."""
+    """aiosmtpd on a free port of 127.0.0.1, capturing what the relay sends.
 
-    def __init__(self) -> None:
+    With ``tls_context`` it offers STARTTLS and requires it before mail.
+    """
+
+    def __init__(self, tls_context: ssl.SSLContext | None = None) -> None:
         self.port = free_port()
         self._collector = _Collector()
+        options: dict[str, object] = {}
+        if tls_context is not None:
+            options = {"tls_context": tls_context, "require_starttls": True}
         self._controller = Controller(
-            self._collector, hostname="127.0.0.1", port=self.port
+            self._collector, hostname="127.0.0.1", port=self.port, **options
         )
 
     def start(self) -> None:

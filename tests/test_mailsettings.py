@@ -81,6 +81,7 @@ def test_mail_settings_password_file(tmp_path: Path) -> None:
             "cannot read /nonexistent/x",
         ),
         ({"VSO_MAIL_TYPO": "1"}, "Unknown setting VSO_MAIL_TYPO"),
+        ({"VSO_MAIL_CA_FILE": "/nonexistent/ca.pem"}, "VSO_MAIL_CA_FILE"),
     ],
 )
 def test_mail_settings_reject_invalid(variables: dict[str, str], message: str) -> None:
