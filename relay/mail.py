@@ -37,6 +37,7 @@ from relay.mailstore import (
     MailStore,
     NewThread,
     OutgoingMail,
+    purge_mail_records,
 )
 from relay.mailthread import (
     compose,
@@ -93,6 +94,7 @@ class MailService:
             self._spawn(self._fetch_forever(), "mail-fetcher")
         if self.settings.mail_smtp_host:
             self._spawn(self._send_forever(), "mail-sender")
+        self._spawn(self._purge_forever(), "mail-retention")
         logger.info(
             "mail started: fetching %s, sending %s",
             "on" if self.settings.mail_imap_host else "off",
@@ -120,6 +122,27 @@ class MailService:
     def wake(self) -> None:
         """Make the sender look for new replies now, not at its next check."""
         self._wake.set()
+
+    async def _purge_forever(self) -> None:
+        """Delete old import records and sent outbox rows, as often as the
+        relay purges conversations."""
+        days = self.settings.retention_days
+        while True:
+            try:
+                imports, sent = await purge_mail_records(
+                    self.store, utc_ago(days * 86400)
+                )
+                if imports or sent:
+                    logger.info(
+                        "purged %d mail import records and %d sent mails older"
+                        " than %d days",
+                        imports,
+                        sent,
+                        days,
+                    )
+            except StoreError as error:
+                logger.error("purging mail records failed, retrying: %s", error)
+            await asyncio.sleep(self.settings.purge_interval_seconds)
 
     # Inbound
 

@@ -481,3 +481,26 @@ class Delivery:
     sent_at: str | None
     attempts: int
     failed: bool
+
+
+async def purge_mail_records(store: Store, cutoff: str) -> tuple[int, int]:
+    """Delete import records and sent outbox rows older than ``cutoff``.
+
+    The newest import record of each mailbox and UIDVALIDITY stays, because
+    the next poll starts after its UID. Returns how many import records and
+    outbox rows were deleted.
+    """
+    async with store._transaction() as tx:
+        imports = await tx.execute(
+            "DELETE FROM mail_imports WHERE imported_at < ? AND EXISTS ("
+            " SELECT 1 FROM mail_imports AS newer"
+            " WHERE newer.mailbox = mail_imports.mailbox"
+            " AND newer.uidvalidity = mail_imports.uidvalidity"
+            " AND newer.uid > mail_imports.uid)",
+            (cutoff,),
+        )
+        outbox = await tx.execute(
+            "DELETE FROM mail_outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+            (cutoff,),
+        )
+        return int(imports.rowcount), int(outbox.rowcount)

@@ -12,7 +12,7 @@ import pytest
 
 from relay.crypto import DataCipher, new_key_text
 from relay.mail import MailService
-from relay.mailstore import MailStore
+from relay.mailstore import MailStore, purge_mail_records
 from relay.mailthread import reply_token
 from relay.settings import Settings, load_settings
 from relay.store import Store, StoreError
@@ -116,3 +116,19 @@ def test_ingest_own_address_ignored(tmp_path: Path) -> None:
         return outcome, len(await store.list_inbox())
 
     assert with_mail(tmp_path, work) == ("ignored from the service itself", 0)
+
+
+def test_purge_keeps_newest_import_per_mailbox(tmp_path: Path) -> None:
+    async def work(mail: MailService, store: Store) -> tuple[int, int, int, str]:
+        for uid in (1, 2, 3):
+            message = EmailMessage()
+            message["From"] = f"writer{uid}@mail.example.net"
+            message["Message-ID"] = f"<purge-{uid}@mail.example.net>"
+            message.set_content("Hello")
+            await mail.ingest("INBOX", 7, uid, bytes(message))
+        imports, sent = await purge_mail_records(store, "9999-01-01T00:00:00.000Z")
+        last = await MailStore(store).last_uid("INBOX", 7)
+        again = await mail.ingest("INBOX", 7, 3, b"From: x@mail.example.net\r\n\r\n")
+        return imports, sent, last, again
+
+    assert with_mail(tmp_path, work) == (2, 0, 3, "duplicate")
