@@ -9,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from dashboard.access import staff_request
+from dashboard.access import forbidden, staff_request
 from dashboard.common import page_headers, templates
+from dashboard.inbox import may_read
+from relay import protocol
 from relay.i18n import gettext as _
 from relay.mailstore import MailStore
 
@@ -18,20 +20,27 @@ logger = logging.getLogger("dashboard.mail")
 
 
 async def mail_thread_page(request: Request) -> Response:
-    """Show an e-mail conversation to any signed-in staff member."""
+    """Show an e-mail conversation to those who may read it in the inbox."""
     staff = await staff_request(request, "volunteer")
     if isinstance(staff, Response):
         return staff
     store = staff.services.store
     conversation_id = request.path_params["conversation_id"]
+    if not protocol.CONVERSATION_ID_PATTERN.fullmatch(conversation_id):
+        return _not_found()
     thread = await MailStore(store).get_thread(conversation_id)
     entry = await store.get_inbox_entry(conversation_id)
     if thread is None or entry is None:
-        return PlainTextResponse(
-            _("This e-mail conversation was not found."),
-            status_code=404,
-            headers={"cache-control": "no-store"},
+        return _not_found()
+    if not may_read(staff, entry):
+        # The same rule as the inbox: the claimant, supervisors and admins.
+        logger.info(
+            "volunteer %d may not read %s, claimed by %s",
+            staff.volunteer.id,
+            conversation_id,
+            entry.claimed_by,
         )
+        return forbidden()
 
     messages = await store.messages_after(conversation_id, 0)
     deliveries = await MailStore(store).deliveries(conversation_id)
@@ -53,6 +62,14 @@ async def mail_thread_page(request: Request) -> Response:
             "names": names,
         },
         headers=page_headers(request, staff.services),
+    )
+
+
+def _not_found() -> Response:
+    return PlainTextResponse(
+        _("This e-mail conversation was not found."),
+        status_code=404,
+        headers={"cache-control": "no-store"},
     )
 
 

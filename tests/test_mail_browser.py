@@ -114,3 +114,44 @@ def test_mail_page_needs_staff_and_known_id(
     assert known.headers["cache-control"] == "no-store"
     assert "script-src 'self'" in known.headers["content-security-policy"]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in known.text
+
+
+def test_mail_reply_from_inbox_page(
+    browser: Browser,
+    hostile_thread: tuple[RelayServer, str],
+    smtp_server: SmtpServer,
+) -> None:
+    server, conversation_id = hostile_thread
+    page = browser.new_context().new_page()
+    sign_in(page, server)
+    page.goto(f"{server.base_url}/dashboard/inbox/{conversation_id}")
+    expect(page.get_by_text("It goes to the sender by e-mail")).to_be_visible()
+    page.get_by_label("Reply").fill("We read your e-mail.\nHow can we help?")
+    page.get_by_role("button", name="Send reply").click()
+
+    [sent] = smtp_server.wait_for(1)
+    assert sent.recipients == ["eve@mail.example.net"]
+    body = sent.message.get_content().replace("\r\n", "\n")
+    assert body == "We read your e-mail.\nHow can we help?\n"
+    page.get_by_role("link", name="Sender, subject and delivery of each reply").click()
+    expect(page.locator(".message-status").last).to_have_text("Sent.")
+
+
+def test_mail_page_hidden_from_other_volunteers(
+    hostile_thread: tuple[RelayServer, str],
+) -> None:
+    server, conversation_id = hostile_thread
+    volunteer_reply(server, conversation_id, "Claimed by the demo volunteer.", "c1")
+    server.add_volunteer("alex", "Alex", "alex-password-123")
+
+    async def get_as_alex() -> httpx.Response:
+        cookie = await server.sign_in("alex", "alex-password-123")
+        async with httpx.AsyncClient(
+            base_url=server.base_url, cookies={"vso_session": cookie}
+        ) as client:
+            return await client.get(f"/dashboard/mail/{conversation_id}")
+
+    response = run_async(get_as_alex)
+    assert response.status_code == 403
+    assert "Claimed by the demo" not in response.text
+    assert "eve@" not in response.text
