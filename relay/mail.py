@@ -25,7 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiosmtplib
+from prometheus_client import Counter, Gauge
 
+from relay import metrics
 from relay.i18n import gettext as _
 from relay.i18n import ngettext
 from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
@@ -51,6 +53,30 @@ from relay.settings import Settings
 from relay.store import Message, Store, StoreError, utc_ago, utc_now
 
 logger = logging.getLogger("relay.mail")
+
+IMPORTS = Counter(
+    "vso_mail_imported",
+    "Fetched e-mails, by outcome: imported, duplicate, blocked or ignored_KIND.",
+    ["outcome"],
+    registry=metrics.REGISTRY,
+)
+SENT = Counter(
+    "vso_mail_sent",
+    "E-mails the SMTP server accepted, by kind: reply, notice or notification.",
+    ["kind"],
+    registry=metrics.REGISTRY,
+)
+FAILURES = Counter(
+    "vso_mail_failures",
+    "Failed mailbox polls (fetch) and failed sends (send).",
+    ["stage"],
+    registry=metrics.REGISTRY,
+)
+UNSENT = Gauge(
+    "vso_mail_outbox_unsent",
+    "E-mails in the outbox that the SMTP server has not accepted yet.",
+    registry=metrics.REGISTRY,
+)
 
 # Mail imported per poll; the rest follows at the next poll, without waiting.
 FETCH_BATCH = 50
@@ -153,6 +179,7 @@ class MailService:
             try:
                 more = await self.fetch_once()
             except (MailError, OSError, imaplib.IMAP4.error) as error:
+                FAILURES.labels("fetch").inc()
                 logger.error(
                     "fetching mail failed, retrying in %.0f s: %s", interval, error
                 )
@@ -332,6 +359,7 @@ class MailService:
             f" into {record.conversation_id}" if message else "",
             log_summary(parsed),
         )
+        IMPORTS.labels(outcome.replace(" ", "_")).inc()
         if record.outgoing:
             self.wake()
         return outcome
@@ -497,6 +525,7 @@ class MailService:
             try:
                 await self.queue_replies()
                 await self.send_due()
+                UNSENT.set((await self.mail.outbox_counts()).get("unsent", 0))
             except StoreError as error:
                 logger.error("the mail outbox failed, retrying: %s", error)
             self._wake.clear()
@@ -580,8 +609,10 @@ class MailService:
                     reason,
                 )
                 await self.mail.mark_failed(entry.id, reason, utc_ago(-delay))
+                FAILURES.labels("send").inc()
                 continue
             await self.mail.mark_sent(entry.id)
+            SENT.labels(entry.kind).inc()
             sent += 1
             logger.info("sent outbox mail %d (%s)", entry.id, entry.kind)
         return sent

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.mailrelay import (
@@ -135,6 +136,20 @@ def test_mail_answers_attachments_and_oversize_once(
     oversize_notice = by_recipient["long@mail.example.net"]
     assert "too large" in oversize_notice.get_content()
     assert "the limit is 64 KB" in oversize_notice.get_content()
+
+    def metrics_after_sending() -> str | None:
+        text = httpx.get(f"{mail_server.base_url}/metrics").text
+        return text if 'vso_mail_sent_total{kind="notice"} 2.0' in text else None
+
+    scraped = wait_until(metrics_after_sending, what="the sends in the metrics")
+    for line in (
+        'vso_mail_imported_total{outcome="imported"} 2.0',
+        'vso_mail_imported_total{outcome="ignored_bounce"} 2.0',
+        'vso_mail_imported_total{outcome="ignored_auto_reply"} 3.0',
+        'vso_mail_imported_total{outcome="ignored_bulk"} 1.0',
+        'vso_mail_imported_total{outcome="ignored_without_sender"} 1.0',
+    ):
+        assert line in scraped, line
     # Nothing goes to the senders of bounces and auto-replies, later either.
     mail_server.stop()
     assert len(smtp_server.messages) == 2
