@@ -17,6 +17,7 @@ from relay import auth
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
+from relay.mailstore import reseal_mail
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
 from relay.sites import (
@@ -224,13 +225,15 @@ async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
     try:
         count = await store.reseal_messages()
         secrets_count = await store.reseal_totp_secrets()
+        mail_count = await reseal_mail(store)
     except StoreError as error:
         raise CommandError(str(error)) from None
     finally:
         await store.close()
     _write(
-        f"Sealed {count} messages and {secrets_count} TOTP secrets with key"
-        f" {cipher.current_key_id}. Older keys can now be removed."
+        f"Sealed {count} messages, {secrets_count} TOTP secrets and {mail_count}"
+        f" e-mail values with key {cipher.current_key_id}. Older keys can now be"
+        " removed."
     )
 
 

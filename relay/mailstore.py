@@ -504,3 +504,41 @@ async def purge_mail_records(store: Store, cutoff: str) -> tuple[int, int]:
             (cutoff,),
         )
         return int(imports.rowcount), int(outbox.rowcount)
+
+
+# Sealed columns of the mail tables: (table, key column, column, context kind).
+_SEALED_COLUMNS = (
+    ("mail_threads", "conversation_id", "sender", "sender"),
+    ("mail_threads", "conversation_id", "sender_name", "name"),
+    ("mail_threads", "conversation_id", "subject", "subject"),
+    ("mail_threads", "conversation_id", "message_ids", "ids"),
+    ("mail_outbox", "message_id", "recipient", "recipient"),
+    ("mail_outbox", "message_id", "content", "content"),
+)
+
+
+async def reseal_mail(store: Store) -> int:
+    """Seal every mail value not sealed with the current key; return how many.
+
+    Erased values of sent mail stay empty. Raises ``StoreError`` when a value
+    cannot be decrypted with any configured key.
+    """
+    cipher = store._cipher
+    if cipher is None:
+        raise StoreError("The store was opened without a data key.")
+    mail = MailStore(store)
+    total = 0
+    for table, key_column, column, kind in _SEALED_COLUMNS:
+        rows = await store._fetchall(
+            f"SELECT {key_column}, {column} FROM {table} WHERE {column} != ''"
+        )
+        stale = [row for row in rows if not cipher.is_current(row[1])]
+        for key, sealed in stale:
+            value = mail._seal(mail._open(sealed, kind, key), kind, key)
+            async with store._transaction() as tx:
+                await tx.execute(
+                    f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?",
+                    (value, key),
+                )
+        total += len(stale)
+    return total

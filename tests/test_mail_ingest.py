@@ -12,7 +12,7 @@ import pytest
 
 from relay.crypto import DataCipher, new_key_text
 from relay.mail import MailService
-from relay.mailstore import MailStore, purge_mail_records
+from relay.mailstore import MailStore, purge_mail_records, reseal_mail
 from relay.mailthread import reply_token
 from relay.settings import Settings, load_settings
 from relay.store import Store, StoreError
@@ -132,3 +132,35 @@ def test_purge_keeps_newest_import_per_mailbox(tmp_path: Path) -> None:
         return imports, sent, last, again
 
     assert with_mail(tmp_path, work) == (2, 0, 3, "duplicate")
+
+
+def test_reseal_mail_after_key_rotation(tmp_path: Path) -> None:
+    old_key, new_key = new_key_text(), new_key_text()
+    settings = settings_for(tmp_path)
+
+    async def run() -> tuple[int, str, int]:
+        store = await Store.open(settings.database, DataCipher.from_text(old_key))
+        try:
+            await store.add_site("demo", "Demo", [], "https://example.org/")
+            mail = MailService(settings, store)
+            await mail.ingest("INBOX", 1, 1, (CORPUS / "attachment.eml").read_bytes())
+        finally:
+            await store.close()
+        both = DataCipher.from_text(f"{new_key} {old_key}")
+        store = await Store.open(settings.database, both)
+        try:
+            count = await reseal_mail(store)
+        finally:
+            await store.close()
+        store = await Store.open(settings.database, DataCipher.from_text(new_key))
+        try:
+            [entry] = await store.list_inbox()
+            thread = await MailStore(store).get_thread(entry.conversation_id)
+            assert thread is not None
+            due = await MailStore(store).due_outgoing("9999-01-01T00:00:00.000Z")
+            return count, thread.sender, len(due)
+        finally:
+            await store.close()
+
+    # Four thread values and the notice's recipient and content.
+    assert asyncio.run(run()) == (6, "maria.borg@mail.example.net", 1)
