@@ -189,6 +189,12 @@ class MailService:
                     "importing mail failed, retrying in %.0f s: %s", interval, error
                 )
                 more = False
+            except Exception:
+                # A bug, not a server's failure: log it with its trace and keep
+                # polling, so that one bad message does not stop the channel.
+                FAILURES.labels("fetch").inc()
+                logger.exception("fetching mail failed, retrying in %.0f s", interval)
+                more = False
             if not more:
                 await asyncio.sleep(interval)
 
@@ -528,6 +534,9 @@ class MailService:
                 UNSENT.set((await self.mail.outbox_counts()).get("unsent", 0))
             except StoreError as error:
                 logger.error("the mail outbox failed, retrying: %s", error)
+            except Exception:
+                FAILURES.labels("send").inc()
+                logger.exception("the mail outbox failed, retrying")
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), delay)

@@ -40,7 +40,11 @@ _BIDI_AND_CONTROLS = re.compile(
 )
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MESSAGE_ID = re.compile(r"<([^<>\s]{1,250})>")
-_ADDRESS = re.compile(r"[^@\s<>()\[\]\\,;:\"]{1,64}@[A-Za-z0-9.-]{1,253}")
+# An ASCII dot-atom local part and a host name: what SMTP without the SMTPUTF8
+# extension can deliver, and what the email package writes without defects.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _DAEMON_SENDERS = ("mailer-daemon", "postmaster")
 _AUTOMATIC_PRECEDENCE = ("auto_reply", "bulk", "junk", "list")
 
@@ -171,12 +175,15 @@ def _headers(message: Message, name: str) -> list[str]:
 
 
 def normalise_address(text: str) -> str | None:
-    """Return ``text`` as a lower-cased address, or None when it is not one."""
+    """Return ``text`` as a lower-cased address, or None when it is not one.
+
+    NOTE: addresses with non-ASCII characters (SMTPUTF8) return None, so mail
+    from them is recorded but not imported.
+    """
     address = text.strip().lower()
     if len(address) > 254 or _ADDRESS.fullmatch(address) is None:
         return None
-    local, _, domain = address.rpartition("@")
-    if not local or "." not in domain or domain.startswith(".") or ".." in domain:
+    if len(address.partition("@")[0]) > 64:
         return None
     return address
 

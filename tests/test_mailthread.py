@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.mailparse import parse_mail
+from relay.mailparse import _ADDRESS, normalise_address, parse_mail
 from relay.mailthread import (
     compose,
     new_message_id,
@@ -140,3 +140,24 @@ def test_compose_never_breaks_headers(subject: str, name: str, body: str) -> Non
             b"mime-version",
         ]
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(_ADDRESS, fullmatch=True) | st.text(max_size=80))
+def test_compose_takes_every_normalised_address(text: str) -> None:
+    address = normalise_address(text)
+    if address is None:
+        return
+    raw = compose(
+        service_address=SERVICE,
+        service_name="Victim Support",
+        token=None,
+        recipient=address,
+        subject="s",
+        body="b",
+        message_id=new_message_id(None, SERVICE),
+        references=[],
+        automatic=False,
+    )
+    parsed = message_from_bytes(raw, policy=policy.default)
+    assert parsed["To"].addresses[0].addr_spec == address
