@@ -7,6 +7,7 @@ own, which the fixture removes when it stops the server.
 
 from __future__ import annotations
 
+import grp
 import imaplib
 import ipaddress
 import os
@@ -147,18 +148,14 @@ def _account() -> tuple[str, str, int, int]:
     """Return the user, group and ids Dovecot runs as: ours, or nobody's as root."""
     if os.getuid() != 0:
         entry = pwd.getpwuid(os.getuid())
-        group = entry.pw_name
-        try:
-            import grp
-
-            group = grp.getgrgid(os.getgid()).gr_name
-        except KeyError:
-            pass
-        return entry.pw_name, group, os.getuid(), os.getgid()
+        return (
+            entry.pw_name,
+            grp.getgrgid(os.getgid()).gr_name,
+            entry.pw_uid,
+            os.getgid(),
+        )
     # Dovecot refuses to serve mail as root.
     entry = pwd.getpwnam("nobody")
-    import grp
-
     return "nobody", grp.getgrgid(entry.pw_gid).gr_name, entry.pw_uid, entry.pw_gid
 
 

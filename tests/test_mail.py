@@ -239,7 +239,7 @@ def test_mail_other_sender_never_merges(
     mail_server: RelayServer, dovecot: Dovecot, smtp_server: SmtpServer
 ) -> None:
     cid, first = start_thread(mail_server, dovecot, smtp_server)
-    # Someone else holds a copy of the reply and answers it, with its token.
+    # Someone else has a copy of the reply and answers it, with its token.
     dovecot.append(
         reply_to(
             first,

@@ -1,5 +1,5 @@
 """The reply notice for message conversations: sent through a real SMTP server,
-it says only that a reply waits at /replies."""
+it tells only that a reply waits at /replies."""
 
 from __future__ import annotations
 
