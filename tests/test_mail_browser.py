@@ -155,3 +155,43 @@ def test_mail_page_hidden_from_other_volunteers(
     assert response.status_code == 403
     assert "Claimed by the demo" not in response.text
     assert "eve@" not in response.text
+
+
+def test_reply_notice_from_message_form(
+    browser: Browser, tmp_path: Path, dovecot: Dovecot, smtp_server: SmtpServer
+) -> None:
+    server = mail_relay(tmp_path, dovecot, smtp_server)
+    server.start()
+    try:
+        visitor = browser.new_context(java_script_enabled=False).new_page()
+        visitor.goto(f"{server.base_url}/message?site=demo")
+        visitor.get_by_label("E-mail address for a notice").fill(
+            "notify-me@mail.example.net"
+        )
+        visitor.get_by_label("Your message").fill("Someone follows me home.")
+        visitor.get_by_role("button", name="Leave this message").click()
+        code = visitor.locator("#reply-code").inner_text()
+
+        staff = browser.new_context().new_page()
+        sign_in(staff, server)
+        staff.goto(f"{server.base_url}/dashboard/inbox")
+        staff.get_by_role("link", name="Open").first.click()
+        staff.get_by_label("Reply", exact=True).fill("Please call 112 if in danger.")
+        staff.get_by_role("button", name="Send reply").click()
+        expect(staff.get_by_text("Reply sent.")).to_be_visible()
+
+        [notice] = smtp_server.wait_for(1)
+        assert notice.recipients == ["notify-me@mail.example.net"]
+        text = notice.message.get_content().replace("\r\n", "\n")
+        # The whole text is fixed: nothing of the conversation or the code.
+        assert text == (
+            "Hello,\n\nA volunteer has replied to the message you left. To read"
+            f" the reply, open {server.base_url}/replies and enter your reply"
+            " code.\n\nThis e-mail does not contain the reply. Please do not"
+            " answer it.\n"
+        )
+        raw = notice.raw.decode("utf-8", "replace")
+        for secret in ("Someone follows me", "Please call 112", code):
+            assert secret not in raw, secret
+    finally:
+        server.stop()
