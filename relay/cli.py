@@ -17,6 +17,8 @@ from relay import auth
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
+from relay.mail import check_servers
+from relay.mailimap import MailError
 from relay.mailstore import reseal_mail
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
@@ -237,6 +239,15 @@ async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+async def mail_check(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        lines = await check_servers(settings)
+    except MailError as error:
+        raise CommandError(str(error)) from None
+    for line in lines:
+        _write(line)
+
+
 async def new_data_key(settings: Settings, args: argparse.Namespace) -> None:
     _write(new_key_text())
 
@@ -363,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "new-data-key", help="print a new random data key for VSO_DATA_KEY"
     )
+    commands.add_parser(
+        "mail-check",
+        help="sign in to the VSO_MAIL_* IMAP and SMTP servers; fetches and sends"
+        " nothing",
+    )
     return parser
 
 
@@ -394,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "purge": purge,
         "rotate-key": rotate_key,
         "new-data-key": new_data_key,
+        "mail-check": mail_check,
     }
     handler = commands.get(args.command) or handlers[(args.command, args.action)]
     try:

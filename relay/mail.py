@@ -19,7 +19,6 @@ import asyncio
 import hashlib
 import imaplib
 import logging
-import re
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,6 +29,7 @@ from prometheus_client import Counter, Gauge
 from relay import metrics
 from relay.i18n import gettext as _
 from relay.i18n import ngettext
+from relay.mailimap import ImapMailbox, MailError
 from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
 from relay.mailsettings import tls_context
 from relay.mailstore import (
@@ -80,18 +80,12 @@ UNSENT = Gauge(
 
 # Mail imported per poll; the rest follows at the next poll, without waiting.
 FETCH_BATCH = 50
-IMAP_TIMEOUT_SECONDS = 30.0
 SMTP_TIMEOUT_SECONDS = 30.0
 # Sending retries wait 5 s, then twice as long each time, up to an hour.
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 3600.0
 # How often the sender looks for new replies when ``wake`` is not called.
 SENDER_CHECK_SECONDS = 2.0
-_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
-
-
-class MailError(Exception):
-    """The mail server failed or returned something unexpected."""
 
 
 def retry_delay(attempts: int) -> float:
@@ -109,6 +103,7 @@ class MailService:
         self.address = settings.mail_address
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.mailbox = ImapMailbox(settings)
         # imaplib blocks, so every IMAP call runs on this one thread.
         self._imap_thread = ThreadPoolExecutor(1, thread_name_prefix="vso-imap")
 
@@ -204,28 +199,28 @@ class MailService:
 
     async def fetch_once(self) -> bool:
         """Import the next batch of new mail; return True when more is waiting."""
-        client: imaplib.IMAP4 = await self._imap(self._connect)
+        client: imaplib.IMAP4 = await self._imap(self.mailbox.connect)
         try:
-            uidvalidity: int = await self._imap(self._select, client)
+            uidvalidity: int = await self._imap(self.mailbox.select, client)
             mailbox = self.settings.mail_imap_mailbox
             last = await self.mail.last_uid(mailbox, uidvalidity)
             if last:
                 await self._flag_imported(client, mailbox, uidvalidity, last)
-            uids: list[int] = await self._imap(self._new_uids, client, last)
+            uids: list[int] = await self._imap(self.mailbox.new_uids, client, last)
             for uid in uids[:FETCH_BATCH]:
-                raw, size = await self._imap(self._fetch, client, uid)
+                raw, size = await self._imap(self.mailbox.fetch, client, uid)
                 outcome = await self.ingest(mailbox, uidvalidity, uid, raw, size)
                 logger.info("mail uid %d of %s: %s", uid, mailbox, outcome)
-                await self._imap(self._flag_seen, client, [uid])
+                await self._imap(self.mailbox.flag_seen, client, [uid])
             return len(uids) > FETCH_BATCH
         finally:
-            await self._imap(self._logout, client)
+            await self._imap(self.mailbox.logout, client)
 
     async def _flag_imported(
         self, client: imaplib.IMAP4, mailbox: str, uidvalidity: int, last: int
     ) -> None:
         """Flag seen the mail imported before a crash left it unseen."""
-        unseen: list[int] = await self._imap(self._unseen_up_to, client, last)
+        unseen: list[int] = await self._imap(self.mailbox.unseen_up_to, client, last)
         imported = [
             uid
             for uid in unseen
@@ -233,94 +228,7 @@ class MailService:
         ]
         if imported:
             logger.info("flagging %d imported mails seen", len(imported))
-            await self._imap(self._flag_seen, client, imported)
-
-    def _connect(self) -> imaplib.IMAP4:
-        settings = self.settings
-        host, port = settings.mail_imap_host, settings.mail_imap_port
-        client: imaplib.IMAP4
-        if settings.mail_imap_tls == "tls":
-            client = imaplib.IMAP4_SSL(
-                host,
-                port,
-                ssl_context=tls_context(settings.mail_ca_file),
-                timeout=IMAP_TIMEOUT_SECONDS,
-            )
-        else:
-            client = imaplib.IMAP4(host, port, timeout=IMAP_TIMEOUT_SECONDS)
-            if settings.mail_imap_tls == "starttls":
-                client.starttls(tls_context(settings.mail_ca_file))
-        try:
-            client.login(settings.mail_imap_user, settings.mail_imap_password)
-        except imaplib.IMAP4.error:
-            client.shutdown()
-            raise MailError(
-                f"IMAP sign-in as {settings.mail_imap_user!r} failed; check"
-                " VSO_MAIL_IMAP_USER and the password."
-            ) from None
-        return client
-
-    def _select(self, client: imaplib.IMAP4) -> int:
-        mailbox = self.settings.mail_imap_mailbox
-        status, _data = client.select(f'"{mailbox}"')
-        if status != "OK":
-            raise MailError(f"The mailbox {mailbox!r} cannot be selected.")
-        _code, values = client.response("UIDVALIDITY")
-        for value in values:
-            if isinstance(value, bytes) and value.isdigit():
-                return int(value)
-        raise MailError(f"The mailbox {mailbox!r} reported no UIDVALIDITY.")
-
-    def _search(self, client: imaplib.IMAP4, *criteria: str) -> list[int]:
-        status, data = client.uid("SEARCH", *criteria)
-        if status != "OK":
-            raise MailError(f"UID SEARCH {' '.join(criteria)} failed.")
-        found = b" ".join(item for item in data if isinstance(item, bytes))
-        return sorted(int(uid) for uid in found.split())
-
-    def _new_uids(self, client: imaplib.IMAP4, last: int) -> list[int]:
-        # "N:*" also matches the highest UID when it is below N.
-        return [
-            uid for uid in self._search(client, "UID", f"{last + 1}:*") if uid > last
-        ]
-
-    def _unseen_up_to(self, client: imaplib.IMAP4, last: int) -> list[int]:
-        return [
-            uid
-            for uid in self._search(client, "UNSEEN", "UID", f"1:{last}")
-            if uid <= last
-        ]
-
-    def _fetch(self, client: imaplib.IMAP4, uid: int) -> tuple[bytes, int]:
-        """Return the mail of ``uid`` and its size; only headers when too big."""
-        status, data = client.uid("FETCH", str(uid), "(RFC822.SIZE)")
-        match = _SIZE.search(b" ".join(_bytes_of(data))) if status == "OK" else None
-        if match is None:
-            raise MailError(f"UID FETCH {uid} returned no size.")
-        size = int(match.group(1))
-        part = (
-            "BODY.PEEK[]"
-            if size <= self.settings.mail_max_bytes
-            else "BODY.PEEK[HEADER]"
-        )
-        status, data = client.uid("FETCH", str(uid), f"({part})")
-        literals = [item[1] for item in data if isinstance(item, tuple)]
-        if status != "OK" or not literals:
-            raise MailError(f"UID FETCH {uid} returned no message.")
-        return bytes(literals[0]), size
-
-    def _flag_seen(self, client: imaplib.IMAP4, uids: list[int]) -> None:
-        uid_set = ",".join(str(uid) for uid in uids)
-        status, _data = client.uid("STORE", uid_set, "+FLAGS.SILENT", "(\\Seen)")
-        if status != "OK":
-            raise MailError(f"Flagging mail {uid_set} seen failed.")
-
-    @staticmethod
-    def _logout(client: imaplib.IMAP4) -> None:
-        try:
-            client.logout()
-        except (OSError, imaplib.IMAP4.error):
-            pass
+            await self._imap(self.mailbox.flag_seen, client, imported)
 
     async def ingest(
         self,
@@ -627,39 +535,88 @@ class MailService:
         return sent
 
     async def _smtp_send(self, recipient: str, content: bytes) -> None:
-        settings = self.settings
-        tls = settings.mail_smtp_tls
         await aiosmtplib.send(
             content,
             sender=self.address,
             recipients=[recipient],
-            hostname=settings.mail_smtp_host,
-            port=settings.mail_smtp_port,
-            username=settings.mail_smtp_user or None,
-            password=settings.mail_smtp_password or None,
-            use_tls=tls == "tls",
-            start_tls=True if tls == "starttls" else False,
-            tls_context=tls_context(settings.mail_ca_file) if tls != "none" else None,
-            timeout=SMTP_TIMEOUT_SECONDS,
+            **_smtp_options(self.settings),
         )
+
+
+def _smtp_options(settings: Settings) -> dict[str, Any]:
+    """Return aiosmtplib's connection options for the configured SMTP server."""
+    tls = settings.mail_smtp_tls
+    return {
+        "hostname": settings.mail_smtp_host,
+        "port": settings.mail_smtp_port,
+        "username": settings.mail_smtp_user or None,
+        "password": settings.mail_smtp_password or None,
+        "use_tls": tls == "tls",
+        "start_tls": tls == "starttls",
+        "tls_context": tls_context(settings.mail_ca_file) if tls != "none" else None,
+        "timeout": SMTP_TIMEOUT_SECONDS,
+    }
 
 
 def _listed(message_id: str | None) -> list[str]:
     return [message_id] if message_id else []
 
 
-def _bytes_of(data: list[Any]) -> list[bytes]:
-    """Return the byte strings of an imaplib response, from tuples too."""
-    found: list[bytes] = []
-    for item in data:
-        if isinstance(item, bytes):
-            found.append(item)
-        elif isinstance(item, tuple):
-            found.extend(part for part in item if isinstance(part, bytes))
-    return found
-
-
 def _smtp_reason(error: Exception) -> str:
     """Return an SMTP failure without addresses: the class and reply code."""
     code = getattr(error, "code", None)
     return f"{type(error).__name__}" + (f" {code}" if code is not None else "")
+
+
+async def check_servers(settings: Settings) -> list[str]:
+    """Sign in to the configured IMAP and SMTP servers and return one line each.
+
+    Nothing is fetched, flagged or sent. Raises ``MailError`` naming the server
+    that failed and why.
+    """
+    if not settings.mail_address:
+        raise MailError("VSO_MAIL_ADDRESS is not set, so e-mail is off.")
+    lines = []
+    if settings.mail_imap_host:
+        mailbox = ImapMailbox(settings)
+        try:
+            client = await asyncio.to_thread(mailbox.connect)
+            try:
+                uidvalidity = await asyncio.to_thread(mailbox.select, client)
+                count = len(await asyncio.to_thread(mailbox.search, client, "ALL"))
+            finally:
+                await asyncio.to_thread(mailbox.logout, client)
+        except (OSError, imaplib.IMAP4.error) as error:
+            raise MailError(
+                f"IMAP {settings.mail_imap_host}:{settings.mail_imap_port} failed:"
+                f" {error}"
+            ) from None
+        lines.append(
+            f"IMAP: signed in at {settings.mail_imap_host}:{settings.mail_imap_port};"
+            f" {settings.mail_imap_mailbox} has {count} messages"
+            f" (UIDVALIDITY {uidvalidity})."
+        )
+    else:
+        lines.append("IMAP: VSO_MAIL_IMAP_HOST is not set; no mail is fetched.")
+    if settings.mail_smtp_host:
+        options = _smtp_options(settings)
+        username, password = options.pop("username"), options.pop("password")
+        smtp = aiosmtplib.SMTP(**options)
+        try:
+            await smtp.connect()
+            if username:
+                await smtp.login(username, password)
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError) as error:
+            raise MailError(
+                f"SMTP {settings.mail_smtp_host}:{settings.mail_smtp_port} failed:"
+                f" {error}"
+            ) from None
+        lines.append(
+            f"SMTP: connected to {settings.mail_smtp_host}:{settings.mail_smtp_port}"
+            f" with {settings.mail_smtp_tls}"
+            + (", signed in." if settings.mail_smtp_user else ", without signing in.")
+        )
+    else:
+        lines.append("SMTP: VSO_MAIL_SMTP_HOST is not set; nothing is sent.")
+    return lines

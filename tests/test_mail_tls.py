@@ -114,3 +114,26 @@ def test_mail_untrusted_certificate_refused(
         assert imports(server) == []
     finally:
         server.stop()
+
+
+def test_mail_check_signs_in_without_fetching(
+    tmp_path: Path,
+    certificate: tuple[Path, Path],
+    tls_dovecot: Dovecot,
+    starttls_smtp: SmtpServer,
+) -> None:
+    (tmp_path / "relay").mkdir()
+    server = tls_relay(tmp_path, tls_dovecot, starttls_smtp, "tls", certificate[0])
+    tls_dovecot.append((CORPUS / "plain.eml").read_bytes())
+    result = server.cli("mail-check")
+    assert result.returncode == 0, result.stderr
+    assert "IMAP: signed in at 127.0.0.1" in result.stdout
+    assert "INBOX has 1 messages" in result.stdout
+    assert "SMTP: connected to 127.0.0.1" in result.stdout
+    assert all("\\Seen" not in flags for flags in tls_dovecot.flags().values())
+    assert starttls_smtp.messages == []
+
+    server.env["VSO_MAIL_IMAP_PASSWORD"] = "wrong-password"
+    failed = server.cli("mail-check")
+    assert failed.returncode == 1
+    assert "IMAP sign-in as 'help' failed" in failed.stderr
