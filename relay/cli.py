@@ -17,8 +17,8 @@ from relay import auth
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.logs import configure_logging
-from relay.mail import check_servers
 from relay.mailimap import MailError
+from relay.mailsmtp import check_servers
 from relay.mailstore import reseal_mail
 from relay.retention import purge_expired
 from relay.settings import Settings, SettingsError, load_settings
