@@ -20,8 +20,8 @@ from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
 from relay.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from relay.logs import configure_logging
-from relay.mail import check_servers
 from relay.mailimap import MailError
+from relay.mailsmtp import check_servers
 from relay.mailstore import reseal_mail
 from relay.passwords import check_new_password
 from relay.resources import ContentError, load_content, stale_report

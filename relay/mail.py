@@ -28,10 +28,9 @@ from prometheus_client import Counter, Gauge
 
 from relay import metrics
 from relay.i18n import gettext as _
-from relay.i18n import ngettext
 from relay.mailimap import ImapMailbox, MailError
 from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
-from relay.mailsettings import tls_context
+from relay.mailsmtp import send_mail, smtp_reason
 from relay.mailstore import (
     DUPLICATE,
     IMPORTED,
@@ -41,6 +40,7 @@ from relay.mailstore import (
     OutgoingMail,
     purge_mail_records,
 )
+from relay.mailtext import automatic_reply, reply_waiting_text, volunteer_text
 from relay.mailthread import (
     compose,
     new_message_id,
@@ -80,7 +80,6 @@ UNSENT = Gauge(
 
 # Mail imported per poll; the rest follows at the next poll, without waiting.
 FETCH_BATCH = 50
-SMTP_TIMEOUT_SECONDS = 30.0
 # Sending retries wait 5 s, then twice as long each time, up to an hour.
 RETRY_MIN_SECONDS = 5.0
 RETRY_MAX_SECONDS = 3600.0
@@ -315,10 +314,10 @@ class MailService:
                 sender_name=parsed.sender_name,
                 subject=parsed.subject,
             )
-        record.body = self._body(parsed)
+        record.body = volunteer_text(parsed, self.settings.mail_max_bytes)
         record.client_id = f"mail-{record.uidvalidity}-{record.uid}"
         record.message_id = parsed.message_id
-        notice = self._notice_text(parsed)
+        notice = automatic_reply(parsed, self.settings.mail_max_bytes)
         if notice is not None:
             record.outgoing.append(
                 self._outgoing(
@@ -379,57 +378,6 @@ class MailService:
             raise StoreError("No site exists for e-mail; add one with `vso site add`.")
         return min(site.id for site in sites)
 
-    def _body(self, parsed: ParsedMail) -> str:
-        """Return the message text volunteers see, with notes on what was dropped."""
-        notes = []
-        if parsed.oversize:
-            notes.append(
-                _(
-                    "[This e-mail was %(size)d KB, over the limit of %(limit)d KB."
-                    " Its text was not kept and the sender was asked to write again.]"
-                )
-                % {
-                    "size": parsed.size // 1024,
-                    "limit": self.settings.mail_max_bytes // 1024,
-                }
-            )
-        if parsed.attachments:
-            notes.append(
-                ngettext(
-                    "[%(count)d attachment was not kept; the sender was told why.]",
-                    "[%(count)d attachments were not kept; the sender was told why.]",
-                    parsed.attachments,
-                )
-                % {"count": parsed.attachments}
-            )
-        if not parsed.text and not notes:
-            notes.append(_("[This e-mail contained no text.]"))
-        return "\n\n".join([parsed.text, *notes] if parsed.text else notes)
-
-    def _notice_text(self, parsed: ParsedMail) -> str | None:
-        """Return the automatic reply for mail with attachments or over the limit."""
-        if parsed.oversize:
-            return _(
-                "Thank you for writing to us.\n\n"
-                "Your e-mail was too large for this service (%(size)d KB; the limit"
-                " is %(limit)d KB), so we could not read it. Please send your"
-                " message again as text, without attachments, in a reply to this"
-                " e-mail.\n\nThis is an automatic reply."
-            ) % {
-                "size": parsed.size // 1024,
-                "limit": self.settings.mail_max_bytes // 1024,
-            }
-        if parsed.attachments:
-            return _(
-                "Thank you for writing to us. We received your message, and a"
-                " volunteer will answer it here.\n\n"
-                "To protect your privacy, this service does not keep attachments,"
-                " so no volunteer will see the files you sent. If something in them"
-                " matters, please describe it in words in a reply to this e-mail.\n\n"
-                "This is an automatic reply."
-            )
-        return None
-
     # Outbound
 
     async def _send_forever(self) -> None:
@@ -488,12 +436,7 @@ class MailService:
         address = await self.store.get_notify_address(conversation_id)
         if address is None:
             return
-        body = _(
-            "Hello,\n\n"
-            "A volunteer has replied to the message you left. To read the reply,"
-            " open %(url)s/replies and enter your reply code.\n\n"
-            "This e-mail does not contain the reply. Please do not answer it."
-        ) % {"url": self.settings.public_url}
+        body = reply_waiting_text(self.settings.public_url)
         outgoing = self._outgoing(
             "notification",
             conversation_id=None,
@@ -512,11 +455,11 @@ class MailService:
         sent = 0
         for entry in await self.mail.due_outgoing(utc_now()):
             try:
-                await self._smtp_send(entry.recipient, entry.content)
+                await send_mail(self.settings, entry.recipient, entry.content)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
                 attempts = entry.attempts + 1
                 delay = retry_delay(attempts)
-                reason = _smtp_reason(error)
+                reason = smtp_reason(error)
                 logger.warning(
                     "sending outbox mail %d failed (attempt %d), retrying in %.0f s:"
                     " %s",
@@ -534,89 +477,6 @@ class MailService:
             logger.info("sent outbox mail %d (%s)", entry.id, entry.kind)
         return sent
 
-    async def _smtp_send(self, recipient: str, content: bytes) -> None:
-        await aiosmtplib.send(
-            content,
-            sender=self.address,
-            recipients=[recipient],
-            **_smtp_options(self.settings),
-        )
-
-
-def _smtp_options(settings: Settings) -> dict[str, Any]:
-    """Return aiosmtplib's connection options for the configured SMTP server."""
-    tls = settings.mail_smtp_tls
-    return {
-        "hostname": settings.mail_smtp_host,
-        "port": settings.mail_smtp_port,
-        "username": settings.mail_smtp_user or None,
-        "password": settings.mail_smtp_password or None,
-        "use_tls": tls == "tls",
-        "start_tls": tls == "starttls",
-        "tls_context": tls_context(settings.mail_ca_file) if tls != "none" else None,
-        "timeout": SMTP_TIMEOUT_SECONDS,
-    }
-
 
 def _listed(message_id: str | None) -> list[str]:
     return [message_id] if message_id else []
-
-
-def _smtp_reason(error: Exception) -> str:
-    """Return an SMTP failure without addresses: the class and reply code."""
-    code = getattr(error, "code", None)
-    return f"{type(error).__name__}" + (f" {code}" if code is not None else "")
-
-
-async def check_servers(settings: Settings) -> list[str]:
-    """Sign in to the configured IMAP and SMTP servers and return one line each.
-
-    Nothing is fetched, flagged or sent. Raises ``MailError`` naming the server
-    that failed and why.
-    """
-    if not settings.mail_address:
-        raise MailError("VSO_MAIL_ADDRESS is not set, so e-mail is off.")
-    lines = []
-    if settings.mail_imap_host:
-        mailbox = ImapMailbox(settings)
-        try:
-            client = await asyncio.to_thread(mailbox.connect)
-            try:
-                uidvalidity = await asyncio.to_thread(mailbox.select, client)
-                count = len(await asyncio.to_thread(mailbox.search, client, "ALL"))
-            finally:
-                await asyncio.to_thread(mailbox.logout, client)
-        except (OSError, imaplib.IMAP4.error) as error:
-            raise MailError(
-                f"IMAP {settings.mail_imap_host}:{settings.mail_imap_port} failed:"
-                f" {error}"
-            ) from None
-        lines.append(
-            f"IMAP: signed in at {settings.mail_imap_host}:{settings.mail_imap_port};"
-            f" {settings.mail_imap_mailbox} has {count} messages"
-            f" (UIDVALIDITY {uidvalidity})."
-        )
-    else:
-        lines.append("IMAP: VSO_MAIL_IMAP_HOST is not set; no mail is fetched.")
-    if settings.mail_smtp_host:
-        options = _smtp_options(settings)
-        username, password = options.pop("username"), options.pop("password")
-        smtp = aiosmtplib.SMTP(**options)
-        try:
-            await smtp.connect()
-            if username:
-                await smtp.login(username, password)
-            await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError) as error:
-            raise MailError(
-                f"SMTP {settings.mail_smtp_host}:{settings.mail_smtp_port} failed:"
-                f" {error}"
-            ) from None
-        lines.append(
-            f"SMTP: connected to {settings.mail_smtp_host}:{settings.mail_smtp_port}"
-            f" with {settings.mail_smtp_tls}"
-            + (", signed in." if settings.mail_smtp_user else ", without signing in.")
-        )
-    else:
-        lines.append("SMTP: VSO_MAIL_SMTP_HOST is not set; nothing is sent.")
-    return lines

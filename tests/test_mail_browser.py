@@ -22,6 +22,7 @@ from tests.mailrelay import (
 from tests.mailservers import Dovecot, SmtpServer
 from tests.relayserver import RelayServer
 from tests.test_end_to_end import sign_in
+from tests.test_messages_browser import leave_message
 
 HOSTILE_REPLY = "<script>window.__xss = 1</script><img src=x onerror=alert(3)>"
 
@@ -168,9 +169,7 @@ def test_reply_notice_from_message_form(
         visitor.get_by_label("E-mail address for a notice").fill(
             "notify-me@mail.example.net"
         )
-        visitor.get_by_label("Your message").fill("Someone follows me home.")
-        visitor.get_by_role("button", name="Leave this message").click()
-        code = visitor.locator("#reply-code").inner_text()
+        code = leave_message(visitor, "Someone follows me home.")
 
         staff = browser.new_context().new_page()
         sign_in(staff, server)
