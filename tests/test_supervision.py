@@ -155,6 +155,8 @@ async def test_overview_unanswered_resets_on_reply(relay: RelayServer) -> None:
         watcher,
         lambda f: f["conversations"] and f["conversations"][0]["unanswered"] == 1,
     )
+    # Older overviews, from before the visitor wrote, must not count as answered.
+    watcher.frames.clear()
     await volunteer_client.send(
         {"type": "send", "conversation": conversation, "client_id": "o1", "body": "hi"}
     )
@@ -689,11 +691,16 @@ async def test_acknowledge_clears_alert(relay: RelayServer) -> None:
     _, conversation = await paired(relay, volunteer_client)
     await volunteer_client.send({"type": "need_support", "conversation": conversation})
     alert = await watcher.expect("support_alert")
+    await overview_where(watcher, lambda f: bool(f["alerts"]))
+    # Older overviews, from before the alert, must not count as cleared.
+    watcher.frames.clear()
 
     await watcher.send({"type": "acknowledge", "alert": alert["id"]})
     acknowledged = await watcher.expect("support_acknowledged")
     told = await volunteer_client.expect("support_acknowledged")
-    cleared = await overview_where(watcher, lambda f: not f["alerts"])
+    cleared = await overview_where(
+        watcher, lambda f: f["conversations"] and not f["alerts"]
+    )
     await watcher.send({"type": "acknowledge", "alert": alert["id"]})
     again = await watcher.expect("error")
 
@@ -729,22 +736,24 @@ async def end_hard_chat(relay: RelayServer, volunteer_client: Client) -> str:
 
 
 async def test_hard_chat_starts_break(tmp_path: Path) -> None:
-    async with running_relay(tmp_path, break_seconds="2") as relay:
+    # The break must outlast the steps between marking and the refused accept,
+    # which take a few seconds on a loaded machine.
+    async with running_relay(tmp_path, break_seconds="6") as relay:
         watcher = await supervisor(relay)
         volunteer_client = await sam(relay)
+        # Alex keeps the relay open for visitors while Sam is on a break.
+        await alex(relay)
         conversation = await end_hard_chat(relay, volunteer_client)
         on_break = await volunteer_client.expect("break")
         switched_off = await volunteer_client.expect("availability")
         told = await watcher.expect("hard_chat")
-        # Alex keeps the relay open for visitors while Sam is on a break.
-        await alex(relay)
         _, started = await started_visitor(relay)
         await volunteer_client.send(
             {"type": "accept", "conversation": started["conversation"]}
         )
         refused = await volunteer_client.expect("error")
 
-        await volunteer_client.expect("break_ended", timeout=5)
+        await volunteer_client.expect("break_ended", timeout=15)
         await volunteer_client.expect("availability", available=True)
         await volunteer_client.send(
             {"type": "accept", "conversation": started["conversation"]}
