@@ -2,8 +2,8 @@
 
 The form sends the conversation token, which proves the chat is the visitor's,
 as ``/chat/delete`` does. Its field is ``chat_token``, because the chat forms on
-the same page already use ``token``. The answers go into the conversation's statistics row
-as two numbers and nothing else, and a second answer is rejected.
+the same page already use ``token``. The answers go into the conversation's
+statistics row as two numbers and nothing else, and a second answer is rejected.
 """
 
 from __future__ import annotations
