@@ -466,10 +466,10 @@ async def test_feedback_counted_once(relay: RelayServer) -> None:
     url = "/chat/feedback?site=demo"
     async with httpx.AsyncClient(base_url=relay.base_url) as client:
         first = await client.post(
-            url, data={"token": chat.token, "helped": "yes", "rating": "4"}
+            url, data={"chat_token": chat.token, "helped": "yes", "rating": "4"}
         )
         second = await client.post(
-            url, data={"token": chat.token, "helped": "no", "rating": "1"}
+            url, data={"chat_token": chat.token, "helped": "no", "rating": "1"}
         )
 
     assert first.status_code == 200
@@ -489,20 +489,25 @@ async def test_feedback_bad_posts_rejected(relay: RelayServer) -> None:
     url = "/chat/feedback?site=demo"
     async with httpx.AsyncClient(base_url=relay.base_url) as client:
         still_open = await client.post(
-            url, data={"token": running.token, "helped": "yes"}
+            url, data={"chat_token": running.token, "helped": "yes"}
         )
         await volunteer.send({"type": "end", "conversation": running.conversation})
         await volunteer.expect("ended", conversation=running.conversation)
-        empty = await client.post(url, data={"token": running.token})
-        rating = await client.post(url, data={"token": running.token, "rating": "6"})
-        helped = await client.post(url, data={"token": running.token, "helped": "1"})
-        unknown = await client.post(url, data={"token": "A" * 43, "helped": "yes"})
+        empty = await client.post(url, data={"chat_token": running.token})
+        rating = await client.post(
+            url, data={"chat_token": running.token, "rating": "6"}
+        )
+        helped = await client.post(
+            url, data={"chat_token": running.token, "helped": "1"}
+        )
+        unknown = await client.post(url, data={"chat_token": "A" * 43, "helped": "yes"})
         other_site = await client.post(
-            "/chat/feedback?site=nope", data={"token": running.token, "helped": "yes"}
+            "/chat/feedback?site=nope",
+            data={"chat_token": running.token, "helped": "yes"},
         )
         cross_site = await client.post(
             url,
-            data={"token": running.token, "helped": "yes"},
+            data={"chat_token": running.token, "helped": "yes"},
             headers={"sec-fetch-site": "cross-site"},
         )
 
@@ -559,7 +564,7 @@ async def test_cli_purge_keeps_statistics(relay: RelayServer) -> None:
         await post_note(client, chat.conversation, SECRET_NOTE, [ids["Trafficking"]])
     async with httpx.AsyncClient(base_url=relay.base_url) as visitor:
         await visitor.post(
-            "/chat/feedback?site=demo", data={"token": chat.token, "rating": "3"}
+            "/chat/feedback?site=demo", data={"chat_token": chat.token, "rating": "3"}
         )
     async with await staff_client(relay, "sofia", "supervisor") as supervisor:
         before = {

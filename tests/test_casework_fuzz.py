@@ -126,7 +126,7 @@ def test_feedback_form_never_server_error(
     response = httpx.post(
         f"{setup.relay.base_url}/chat/feedback?site=demo",
         data={
-            "token": setup.token if use_token else helped[:60],
+            "chat_token": setup.token if use_token else helped[:60],
             "helped": helped,
             "rating": rating,
         },

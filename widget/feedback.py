@@ -1,8 +1,9 @@
 """The post-chat question: did the visitor get the help they needed, and 1 to 5.
 
 The form sends the conversation token, which proves the chat is the visitor's,
-as ``/chat/delete`` does. The answers go into the conversation's statistics row
-as two numbers and nothing else, and a second answer is rejected.
+as ``/chat/delete`` does. Its field is ``chat_token``, because the chat forms on
+the same page already use ``token``. The answers go into the conversation's
+statistics row as two numbers and nothing else, and a second answer is rejected.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def feedback_form(request: Request) -> Response:
         )
 
     form = await read_form(request)
-    token = form.get("token", "")
+    token = form.get("chat_token", "")
     conversation = (
         await services.nojs.find(token, site)
         if protocol.TOKEN_PATTERN.fullmatch(token)

@@ -28,7 +28,7 @@ async function submitFeedback(event) {
   button.disabled = false;
   // 409: this chat was answered before, from another tab or without scripts.
   if (status === 200 || status === 409) {
-    form.dataset.answered = body.get("token") ?? "";
+    form.dataset.answered = body.get("chat_token") ?? "";
     form.hidden = true;
     thanks.hidden = false;
     thanks.focus();
