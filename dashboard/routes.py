@@ -157,8 +157,8 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
     cookie = websocket.cookies.get(services.signer.session_cookie)
-    # The cookie cannot change while the socket is open: its signature is
-    # checked once here, and only its age on each frame.
+    # The cookie cannot change while the socket is open, so its signature is
+    # checked once here and only its age on each frame.
     session_expires_at = services.signer.session_expires_at(cookie)
     session_checked_at = time.monotonic()
 

@@ -1,4 +1,4 @@
-"""Python's garbage collector, set up for a server that holds thousands of sockets.
+"""Python's garbage collector, set up for a server with thousands of open sockets.
 
 CPython 3.11 runs a full pass of its cycle collector whenever the objects that
 survived earlier passes have grown by a quarter. A full pass walks every object
@@ -32,7 +32,7 @@ YOUNG_ALLOCATIONS = 20_000
 
 
 def tune() -> None:
-    """Freeze what exists now and make young collections rarer; call once."""
+    """Freeze what exists now and make young collections rarer. Call it once."""
     gc.collect()
     gc.freeze()
     _, middle, old = gc.get_threshold()

@@ -24,10 +24,10 @@ def open_peer(websocket: WebSocket, kind: str) -> Peer:
     # Frames go to the server's ASGI ``send`` directly. Starlette's
     # ``send_text`` passes each one through two more coroutines that only
     # check the connection state (the peer keeps its own) and watch for HTTP
-    # responses; with three frames for each relayed message they took 8% of
-    # the relay's time at saturation. A send on a closed socket still
-    # raises, and the peer stops writing as before. Closing goes through
-    # Starlette, which must know the socket is closed.
+    # responses. Three frames leave for each relayed message, and those
+    # layers took 8% of the relay's samples at saturation. A send on a closed
+    # socket still raises, and the peer stops writing as before. Closing goes
+    # through Starlette, which must know the socket is closed.
     asgi_send = websocket._send
 
     async def send_text(text: str) -> None:
