@@ -45,9 +45,11 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 KILL9_PAIRS = 100
 SECRET = "bench-secret-key-" + "b" * 32
 SITE = "bench"
-# BENCH_PROFILE=1 records the first relay trial at 1,000 pairs with py-spy.
+# BENCH_PROFILE=1 records the first relay trial at 1,000 pairs with py-spy:
+# the whole trial, and each of these phases (name, seconds) on its own.
 # Its numbers carry the profiler's cost, so such a run writes no results.
 PROFILE = PROFILING_RUN = os.environ.get("BENCH_PROFILE") == "1"
+PROFILED_PHASES = (("saturate", 5), ("paced", 7))
 MARK_START = "<!-- results: written by make bench -->"
 MARK_END = "<!-- end of results -->"
 
@@ -231,9 +233,10 @@ def trial(
     server.start()
     assert server.process is not None
     global PROFILE
-    if PROFILE and kind == "relay" and n == 1000:
+    profiled = PROFILE and kind == "relay" and n == 1000
+    if profiled:
         PROFILE = False
-        profile(server.process.pid)
+        profile(server.process.pid, "profile-relay-1000.txt")
     try:
         before = rss_kib(server.process.pid)
         load = loader(server.port, pairs_file, n, workdir)
@@ -244,6 +247,16 @@ def trial(
             assert load.stdin is not None
             load.stdin.write("go\n")
             load.stdin.flush()
+            if profiled:
+                for phase, seconds in PROFILED_PHASES:
+                    while read_event(load, "phase", 300)["name"] != phase:
+                        pass
+                    profile(
+                        server.process.pid,
+                        f"profile-relay-1000-{phase}.txt",
+                        "--duration",
+                        str(seconds),
+                    )
             result = read_event(load, "result", 300)
         finally:
             stop(load, signal.SIGKILL)
@@ -266,13 +279,15 @@ def trial(
     return result
 
 
-def profile(pid: int) -> None:
-    """Record the relay with py-spy until it exits, as collapsed stacks."""
-    output = RESULTS / "profile-relay-1000.txt"
+def profile(pid: int, name: str, *options: str) -> None:
+    """Record the relay with py-spy, each thread apart, as collapsed stacks."""
+    output = RESULTS / name
     command = ["py-spy", "record", "--pid", str(pid), "--format", "raw"]
-    command += ["--rate", "200", "--nonblocking", "--output", str(output)]
+    command += ["--rate", "200", "--nonblocking", "--threads", "--output", str(output)]
     with (RESULTS / "py-spy.log").open("ab") as errors:
-        process = subprocess.Popen(command, stdout=errors, stderr=errors)
+        process = subprocess.Popen(
+            command + list(options), stdout=errors, stderr=errors
+        )
     running.append(process)
     log(f"profiling the relay into {output}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 from starlette.requests import Request
@@ -47,6 +48,10 @@ from relay.settings import ws_origin
 from relay.transport import open_peer, receive_frames
 
 logger = logging.getLogger("dashboard")
+
+# How often an open dashboard socket checks that its session is still valid,
+# and marks it used, when the volunteer acts.
+SESSION_CHECK_SECONDS = 60.0
 
 
 async def dashboard_page(request: Request) -> Response:
@@ -186,10 +191,14 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     logger.info("volunteer socket %s opened for volunteer %d", peer.id, volunteer.id)
 
     cookie = websocket.cookies.get(services.signer.session_cookie)
-    # The cookie cannot change while the socket is open: its signature is
-    # checked once here, and only its age on each frame.
+    # The cookie cannot change while the socket is open, so its signature is
+    # checked once here and only its age on each frame.
     session_expires_at = services.signer.session_expires_at(cookie)
-    session_checked_at = time.monotonic()
+    # Each check of the session is a database write. Sockets opened together
+    # (after a restart, say) would all check in the same second a minute
+    # later and hold up the messages' commits, so the first check comes at a
+    # random point within the first minute.
+    session_checked_at = time.monotonic() - random.uniform(0, SESSION_CHECK_SECONDS)
 
     async def handle(text: str) -> None:
         nonlocal session_checked_at
@@ -201,7 +210,10 @@ async def dashboard_socket(websocket: WebSocket) -> None:
         # Actions, not keep-alives, keep the session from going idle; an expired
         # or signed-out session closes the socket as a sign-out does.
         now = time.monotonic()
-        if not isinstance(frame, protocol.Ping) and now - session_checked_at >= 60:
+        if (
+            not isinstance(frame, protocol.Ping)
+            and now - session_checked_at >= SESSION_CHECK_SECONDS
+        ):
             session_checked_at = now
             if (await signed_in_volunteer(websocket))[0] is None:
                 logger.info("volunteer %d session expired", volunteer.id)

@@ -1552,7 +1552,7 @@ class Store:
         nothing was stored.
         """
         results: list[tuple[Message, bool] | Exception] = []
-        # One time for the batch: its messages are committed together.
+        # The messages of a batch are committed together, so they share a time.
         created_at = utc_now()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -1571,10 +1571,10 @@ class Store:
         """Store one message of a batch: two statements unless it is a retry.
 
         The sequence number is taken first, which also proves the conversation
-        open; the insert then skips a message already stored with the same
-        sender and ``client_id`` (a retry), and only then is the number given
-        back and the stored copy read. Retries are rare, so the usual message
-        costs an UPDATE and an INSERT, with no lookup before them.
+        open. The insert then skips a message already stored with the same
+        sender and ``client_id`` (a retry). Only in that case is the number
+        given back and the stored copy read, so the usual message costs an
+        UPDATE and an INSERT, with no lookup before them.
         """
         seq_row = db.execute(
             "UPDATE conversations SET last_seq = last_seq + 1"
@@ -1582,8 +1582,8 @@ class Store:
             (pending.conversation_id,),
         ).fetchone()
         if seq_row is None:
-            # Closed or unknown; a retry of a message stored before the end
-            # still gets its acknowledgement.
+            # The conversation is closed or unknown. A retry of a message
+            # stored before the end still gets its acknowledgement.
             stored = self._stored_copy(db, pending)
             if stored is not None:
                 return stored, False
@@ -1616,7 +1616,7 @@ class Store:
         ).rowcount
         if inserted == 1:
             return message, True
-        # A retry: give the number back, so that seq stays without gaps.
+        # A retry, so the number goes back and seq stays without gaps.
         db.execute(
             "UPDATE conversations SET last_seq = last_seq - 1 WHERE id = ?",
             (pending.conversation_id,),

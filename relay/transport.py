@@ -21,11 +21,22 @@ CLOSE_DRAIN_SECONDS = 5.0
 
 def open_peer(websocket: WebSocket, kind: str) -> Peer:
     """Wrap an accepted WebSocket in a ``Peer`` with its own send queue."""
+    # Frames go to the server's ASGI ``send`` directly. Starlette's
+    # ``send_text`` passes each one through two more coroutines that only
+    # check the connection state (the peer keeps its own) and watch for HTTP
+    # responses. Three frames leave for each relayed message, and those
+    # layers took 8% of the relay's samples at saturation. A send on a closed
+    # socket still raises, and the peer stops writing as before. Closing goes
+    # through Starlette, which must know the socket is closed.
+    asgi_send = websocket._send
+
+    async def send_text(text: str) -> None:
+        await asgi_send({"type": "websocket.send", "text": text})
 
     async def close(code: int) -> None:
         await websocket.close(code)
 
-    return Peer(websocket.send_text, close, kind=kind, reader=asyncio.current_task())
+    return Peer(send_text, close, kind=kind, reader=asyncio.current_task())
 
 
 async def receive_frames(

@@ -34,7 +34,7 @@ def signed_seconds_ago(session_id: str, seconds: float) -> str:
     return serializer.dumps(session_id)
 
 
-def test_expiry_of_a_fresh_cookie_is_max_age_away() -> None:
+def test_fresh_cookie_expires_after_max_age() -> None:
     signer = Signer(Settings(secret_key=SECRET))
     before = time.time()
 
@@ -43,7 +43,7 @@ def test_expiry_of_a_fresh_cookie_is_max_age_away() -> None:
     assert before - 1 + MAX_AGE <= expires_at <= time.time() + MAX_AGE
 
 
-def test_expiry_of_a_bad_cookie_is_zero() -> None:
+def test_bad_cookie_expiry_is_zero() -> None:
     signer = Signer(Settings(secret_key=SECRET))
     forged = URLSafeTimedSerializer(
         "another-secret-key-" + "y" * 32, salt="vso-session"
@@ -63,7 +63,7 @@ def test_expiry_of_a_bad_cookie_is_zero() -> None:
 
 
 @pytest.mark.anyio
-async def test_socket_closes_when_its_cookie_ages_out(relay: RelayServer) -> None:
+async def test_socket_closes_when_cookie_expires(relay: RelayServer) -> None:
     assert relay.demo_password is not None
     cookie = await relay.sign_in("demo", relay.demo_password)
     session_id = Signer(Settings(secret_key=SECRET)).unsign_session(cookie)
