@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from dashboard.access import Staff, forbidden, has_role, staff_form, staff_request
 from dashboard.common import page_headers, templates
+from relay.audit import audit
 from relay.casestore import (
     LABEL_KINDS,
     MAX_LABEL_CHARS,
@@ -38,17 +39,6 @@ MAX_NOTE_FORM_FIELDS = 200
 MAX_NOTE_FORM_BYTES = 128 * 1024
 # The notes list shows at most this many chats waiting for notes, newest first.
 WAITING_LIMIT = 200
-
-
-def audit(actor_id: int, action: str, target_kind: str, target_id: str | int) -> None:
-    """Record an administrative action: who, what, on which id; never any text.
-
-    NOTE: this writes the log only; switch it to the store's audit log once the
-    store has one, keeping this signature.
-    """
-    logger.info(
-        "audit: volunteer %d %s %s %s", actor_id, action, target_kind, target_id
-    )
 
 
 def _context(staff: Staff, **values: object) -> dict[str, object]:
@@ -181,7 +171,8 @@ async def save_note(request: Request) -> Response:
             error, status_code = str(label_error), 400
         else:
             if saved:
-                audit(
+                await audit(
+                    staff.services.store,
                     staff.volunteer.id,
                     "case_note.save",
                     "conversation",
@@ -331,21 +322,35 @@ async def change_label(request: Request) -> Response:
             if kind not in LABEL_KINDS:
                 raise LabelError(_("Choose category or referral."))
             label = await cases.add_label(kind, form.get("name", ""))
-            audit(staff.volunteer.id, "label.add", "label", label.id)
+            await audit(
+                staff.services.store, staff.volunteer.id, "label.add", "label", label.id
+            )
             message = _("Added “%(name)s”.") % {"name": label.name}
         elif action == "rename":
             if not await cases.rename_label(label_id, form.get("name", "")):
                 return await _render_labels(
                     request, staff, None, _("That label does not exist."), 404
                 )
-            audit(staff.volunteer.id, "label.rename", "label", label_id)
+            await audit(
+                staff.services.store,
+                staff.volunteer.id,
+                "label.rename",
+                "label",
+                label_id,
+            )
             message = _("Renamed the label.")
         elif action in ("retire", "restore"):
             if not await cases.set_label_retired(label_id, action == "retire"):
                 return await _render_labels(
                     request, staff, None, _("That label does not exist."), 404
                 )
-            audit(staff.volunteer.id, f"label.{action}", "label", label_id)
+            await audit(
+                staff.services.store,
+                staff.volunteer.id,
+                f"label.{action}",
+                "label",
+                label_id,
+            )
             message = (
                 _("Retired the label. Old notes and statistics keep it.")
                 if action == "retire"

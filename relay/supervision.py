@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from relay.audit import audit
 from relay.conversations import ChatService, message_frame
 from relay.hub import Hub, Peer
 from relay.protocol import ProtocolError
@@ -517,9 +518,8 @@ class Supervision:
         self, actor_id: int, action: str, target_kind: str, target_id: str
     ) -> None:
         """Record a supervisory action with ids only, never message text."""
-        # NOTE: this logs only; point it at the store's audit log once one exists.
-        logger.info(
-            "audit: volunteer %d %s %s %s", actor_id, action, target_kind, target_id
+        await audit(
+            self.store, actor_id, f"supervision.{action}", target_kind, target_id
         )
 
     def _spawn(

@@ -73,10 +73,18 @@ async def sign_in(
 async def staff_client(
     relay: RelayServer, username: str, role: str
 ) -> httpx.AsyncClient:
-    """Return a client signed in as a new account of ``role``; close it after."""
+    """Return an unopened client signed in as a new account of ``role``.
+
+    Use it with ``async with`` or close it after.
+    """
     add_staff(relay, username, role)
+    async with httpx.AsyncClient(base_url=relay.base_url) as signing_in:
+        await sign_in(signing_in, username)
+        cookie = signing_in.cookies.get("vso_session")
+    if cookie is None:
+        raise AssertionError(f"signing in {username} set no session cookie")
     client = httpx.AsyncClient(base_url=relay.base_url)
-    await sign_in(client, username)
+    client.cookies.set("vso_session", cookie)
     return client
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import httpx
 import markupsafe
-import pyotp
 import pytest
 
 from relay.crypto import new_key_text
 from tests.relayserver import Client, RelayServer
+from tests.staff import csrf_of as csrf
+from tests.staff import staff_client
 from tests.test_relay import (
     Chat,
     demo_volunteer,
@@ -29,65 +30,12 @@ from tests.test_relay import (
 
 pytestmark = pytest.mark.anyio
 
-STAFF_PASSWORD = "staff-password-12"
 SECRET_NOTE = "Visitor mentioned a knife at home, needs a safe place"
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def csrf(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match is not None, page.text
-    return html.unescape(match.group(1))
-
-
-async def staff_client(
-    relay: RelayServer, username: str, role: str
-) -> httpx.AsyncClient:
-    """Add a staff member with ``role`` and return a client signed in as them.
-
-    Supervisors and admins enrol in two-factor sign-in, which signs them in.
-    """
-    result = relay.cli(
-        "volunteer",
-        "add",
-        username,
-        "--display-name",
-        username.title(),
-        "--role",
-        role,
-        "--password-stdin",
-        stdin=STAFF_PASSWORD + "\n",
-    )
-    assert result.returncode == 0, result.stderr
-    async with httpx.AsyncClient(base_url=relay.base_url) as client:
-        page = await client.get("/dashboard")
-        page = await client.post(
-            "/dashboard/login",
-            data={
-                "username": username,
-                "password": STAFF_PASSWORD,
-                "csrf_token": csrf(page),
-            },
-        )
-        if role != "volunteer":
-            match = re.search(
-                r'<code class="totp-secret">([A-Z2-7]+)</code>', page.text
-            )
-            assert match is not None, page.text
-            page = await client.post(
-                "/dashboard/login/code",
-                data={
-                    "code": pyotp.TOTP(match.group(1)).now(),
-                    "csrf_token": csrf(page),
-                },
-            )
-        cookie = client.cookies.get("vso_session")
-    assert cookie is not None, page.text
-    return session_client(relay, cookie)
 
 
 def session_client(relay: RelayServer, cookie: str) -> httpx.AsyncClient:
@@ -611,3 +559,21 @@ async def test_rotate_key_reseals_notes(tmp_path: Path) -> None:
     assert "1 case notes" in result.stdout
     assert page.status_code == 200
     assert html.escape(SECRET_NOTE) in page.text
+
+
+async def test_label_changes_enter_the_audit_log(relay: RelayServer) -> None:
+    async with await staff_client(relay, "ada", "admin") as admin:
+        page = await admin.get("/dashboard/labels")
+        added = await admin.post(
+            "/dashboard/labels",
+            data={
+                "csrf_token": csrf(page),
+                "action": "add",
+                "kind": "category",
+                "name": "Arson",
+            },
+        )
+        assert added.status_code == 200
+        audit = await admin.get("/dashboard/admin/audit")
+    assert "label.add" in audit.text
+    assert "Arson" not in audit.text
