@@ -396,9 +396,14 @@ def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratio(table: dict[str, Any], n: int, key: str) -> float | None:
+    """Return relay / baseline, or None when N was not run or the baseline
+    measured 0 (a machine so loaded that the baseline relayed nothing)."""
     if f"relay_{n}" not in table:
         return None
-    return round(table[f"relay_{n}"][key] / table[f"raw_{n}"][key], 3)
+    baseline = table[f"raw_{n}"][key]
+    if not baseline > 0:
+        return None
+    return round(table[f"relay_{n}"][key] / baseline, 3)
 
 
 def write_doc(report: dict[str, Any]) -> None:
