@@ -239,6 +239,16 @@ def _load_or_create_secret(database: Path) -> str:
     return key
 
 
+# Settings that older versions read, and what replaces each of them.
+REPLACED_SETTINGS = {
+    "VSO_TIMEZONE": "set VSO_TIME_ZONE, the one time zone of pages and statistics.",
+    "VSO_OPENING_HOURS": (
+        "each site has its own opening hours, which admins set at"
+        " /dashboard/sites/ID/hours, and statistics measure coverage against them."
+    ),
+}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build ``Settings`` from ``VSO_*`` variables.
 
@@ -250,6 +260,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     unknown = sorted(
         name for name in env if name.startswith("VSO_") and name not in known
     )
+    for name in unknown:
+        if name in REPLACED_SETTINGS:
+            raise SettingsError(f"{name} is no longer read; {REPLACED_SETTINGS[name]}")
     if unknown:
         raise SettingsError(
             f"Unknown setting {unknown[0]}; the settings are"
