@@ -451,7 +451,8 @@ async def test_statistics_coverage_uses_site_hours(relay: RelayServer) -> None:
         "<strong>Demo partner site</strong>: hours in Europe/Malta: Monday:"
         " 09:00-17:00; Tuesday: closed;" in page.text
     )
-    assert "Closed on 2026-03-16" in page.text
+    assert "Sunday: closed. Closed on 2026-03-16. <a" in admin_page.text
+    assert "Sunday: closed. Closed on 2026-03-16.</li>" in page.text
     assert 'href="/dashboard/sites/1/hours"' in admin_page.text
     assert 'href="/dashboard/sites/1/hours"' not in page.text
     rows = {row[0]: row[1:] for row in csv.reader(io.StringIO(export.text))}
