@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from dashboard.access import staff_request
+from dashboard.access import has_role, staff_request
 from dashboard.charts import column_chart, row_chart
 from dashboard.common import page_headers, templates
-from relay.coverage import WeeklyHours, parse_opening_hours
+from relay import hours
 from relay.i18n import gettext as _
 from relay.services import Services
 from relay.statistics import (
@@ -23,19 +24,50 @@ from relay.statistics import (
     load_report,
     table_csv,
 )
+from relay.store import Site, Store
 
 logger = logging.getLogger("dashboard.statistics")
 
 DEFAULT_RANGE_DAYS = 30
 
 
-def opening_hours(services: Services) -> WeeklyHours:
-    """Return the weekly hours that coverage is measured against.
+@dataclass(frozen=True)
+class SiteHours:
+    """One site's opening hours as coverage measured them; None is all hours."""
 
-    NOTE: one set of hours for the whole service, from ``VSO_OPENING_HOURS``;
-    when sites have their own opening hours, pass theirs here instead.
-    """
-    return parse_opening_hours(services.settings.opening_hours)
+    site: Site
+    schedule: hours.Schedule | None
+
+    def week(self) -> str:
+        """Return the weekly hours in words, such as "Monday: 09:00-17:00; …"."""
+        if self.schedule is None:
+            return ""
+        return "; ".join(
+            _("%(weekday)s: %(hours)s")
+            % {
+                "weekday": _(name),
+                "hours": hours.format_day_hours(self.schedule, day) or _("closed"),
+            }
+            for day, name in enumerate(hours.WEEKDAY_NAMES)
+        )
+
+    def closed_in(self, date_range: DateRange) -> list[str]:
+        """Return the site's closed dates within the range."""
+        if self.schedule is None:
+            return []
+        return [
+            day.isoformat()
+            for day in self.schedule.closed_dates
+            if date_range.first <= day <= date_range.last
+        ]
+
+
+async def site_hours(store: Store) -> list[SiteHours]:
+    """Return every site's opening hours, which coverage is measured against."""
+    return [
+        SiteHours(site, await store.get_site_schedule(site.id))
+        for site in await store.list_sites()
+    ]
 
 
 def default_range(zone: ZoneInfo, now: datetime) -> DateRange:
@@ -53,15 +85,17 @@ def requested_range(request: Request, zone: ZoneInfo, now: datetime) -> DateRang
     return DateRange.parse(first or "", last or "")
 
 
-async def _report(services: Services, request: Request) -> Report:
+async def _report(
+    services: Services, request: Request, measured: list[SiteHours]
+) -> Report:
     """Build the report of the requested range; raises ``RangeError``."""
-    zone = ZoneInfo(services.settings.timezone)
+    zone = ZoneInfo(services.settings.time_zone)
     now = datetime.now(UTC)
     return await load_report(
         services.store,
         date_range=requested_range(request, zone, now),
         zone=zone,
-        opening_hours=opening_hours(services),
+        schedules=[item.schedule for item in measured],
         now=now,
     )
 
@@ -72,18 +106,20 @@ async def statistics_page(request: Request) -> Response:
     if isinstance(staff, Response):
         return staff
     services = staff.services
+    measured = await site_hours(services.store)
     context: dict[str, object] = {
         "error": None,
         "report": None,
         "charts": [],
-        "timezone": services.settings.timezone,
-        "opening_hours": services.settings.opening_hours,
+        "time_zone": services.settings.time_zone,
+        "site_hours": measured,
+        "can_edit_hours": has_role(staff.volunteer, "admin"),
     }
     try:
-        report = await _report(services, request)
+        report = await _report(services, request, measured)
     except RangeError as error:
         fallback = default_range(
-            ZoneInfo(services.settings.timezone), datetime.now(UTC)
+            ZoneInfo(services.settings.time_zone), datetime.now(UTC)
         )
         context.update(
             error=str(error),
@@ -167,8 +203,9 @@ async def statistics_csv(request: Request) -> Response:
     staff = await staff_request(request, "supervisor")
     if isinstance(staff, Response):
         return staff
+    measured = await site_hours(staff.services.store)
     try:
-        report = await _report(staff.services, request)
+        report = await _report(staff.services, request, measured)
     except RangeError as error:
         return PlainTextResponse(
             str(error), status_code=400, headers={"cache-control": "no-store"}

@@ -7,13 +7,11 @@ import ipaddress
 import logging
 import os
 import secrets
-import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from relay.coverage import OpeningHoursError, parse_opening_hours
 from relay.crypto import DataCipher
 from relay.mailsettings import DEFAULT_MAX_BYTES, MailSettingsError, parse_mail_settings
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
@@ -89,8 +87,6 @@ class Settings:
     mail_smtp_user: str = ""
     mail_smtp_password: str = dataclasses.field(default="", repr=False)
     mail_smtp_password_file: Path | None = None
-    timezone: str = "Europe/Malta"
-    opening_hours: str = "mon-sun 00:00-24:00"
     break_seconds: int = 600
     content_dir: Path = CONTENT_DIR
     content_max_age_days: int = 180
@@ -138,17 +134,6 @@ def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
             f"{name}={value} is out of range; use {minimum} to {maximum}."
         )
     return value
-
-
-def _parse_timezone(raw: str) -> str:
-    name = raw.strip()
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            f"VSO_TIMEZONE={raw!r} is not a known IANA time zone, such as Europe/Malta."
-        ) from None
-    return name
 
 
 def _parse_seconds(name: str, raw: str) -> float:
@@ -254,6 +239,16 @@ def _load_or_create_secret(database: Path) -> str:
     return key
 
 
+# Settings that older versions read, and what replaces each of them.
+REPLACED_SETTINGS = {
+    "VSO_TIMEZONE": "set VSO_TIME_ZONE, the one time zone of pages and statistics.",
+    "VSO_OPENING_HOURS": (
+        "each site has its own opening hours, which admins set at"
+        " /dashboard/sites/ID/hours, and statistics measure coverage against them."
+    ),
+}
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build ``Settings`` from ``VSO_*`` variables.
 
@@ -265,6 +260,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     unknown = sorted(
         name for name in env if name.startswith("VSO_") and name not in known
     )
+    for name in unknown:
+        if name in REPLACED_SETTINGS:
+            raise SettingsError(f"{name} is no longer read; {REPLACED_SETTINGS[name]}")
     if unknown:
         raise SettingsError(
             f"Unknown setting {unknown[0]}; the settings are"
@@ -387,14 +385,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         values.update(parse_mail_settings(env))
     except MailSettingsError as error:
         raise SettingsError(str(error)) from None
-    if "VSO_TIMEZONE" in env:
-        values["timezone"] = _parse_timezone(env["VSO_TIMEZONE"])
-    if "VSO_OPENING_HOURS" in env:
-        try:
-            parse_opening_hours(env["VSO_OPENING_HOURS"])
-        except OpeningHoursError as error:
-            raise SettingsError(f"VSO_OPENING_HOURS is invalid: {error}") from None
-        values["opening_hours"] = env["VSO_OPENING_HOURS"].strip()
     if "VSO_CONTENT_DIR" in env:
         if not env["VSO_CONTENT_DIR"].strip():
             raise SettingsError("VSO_CONTENT_DIR is empty; give a folder path.")

@@ -2,7 +2,7 @@
 
 ``load_report`` reads the rows from the store; everything else here is pure
 and turns rows into tables, so it is tested without a database. Days and
-weeks are local days in the relay's time zone (``VSO_TIMEZONE``), so a day
+weeks are local days in the service's time zone (``VSO_TIME_ZONE``), so a day
 that changes to or from daylight saving time has 23 or 25 hours.
 ``docs/statistics.md`` defines each number.
 """
@@ -20,7 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from relay.casestore import CaseStore, Label, StatisticRow
-from relay.coverage import WeeklyHours, coverage_by_day, local_midnight
+from relay.coverage import coverage_by_day, local_midnight
+from relay.hours import Schedule
 from relay.i18n import gettext as _
 from relay.store import Store
 
@@ -216,13 +217,15 @@ def build_report(
     site_names: dict[int, str],
     labels: Sequence[Label],
     availability: Sequence[tuple[datetime, datetime]],
-    opening_hours: WeeklyHours,
+    schedules: Sequence[Schedule | None],
     now: datetime,
 ) -> Report:
     """Build every table for conversations that started within ``date_range``.
 
     ``availability`` holds UTC intervals when a volunteer was available; open
-    ones end at ``now``. Opening hours after ``now`` do not count in coverage.
+    ones end at ``now``. ``schedules`` contains each site's opening hours, or
+    None for a site open at all hours. Coverage counts the time when any site
+    is open, up to ``now``.
     """
     report = Report(date_range)
     days = date_range.days()
@@ -372,7 +375,7 @@ def build_report(
         ],
     )
 
-    coverage_rows = coverage_by_day(days, zone, availability, opening_hours, now)
+    coverage_rows = coverage_by_day(days, zone, availability, schedules, now)
     report.tables["coverage"] = Table(
         "coverage",
         _("Coverage of opening hours"),
@@ -409,10 +412,14 @@ async def load_report(
     *,
     date_range: DateRange,
     zone: ZoneInfo,
-    opening_hours: WeeklyHours,
+    schedules: Sequence[Schedule | None],
     now: datetime,
 ) -> Report:
-    """Read the numbers of ``date_range`` from the store and build every table."""
+    """Read the numbers of ``date_range`` from the store and build every table.
+
+    ``schedules`` are the sites' opening hours that coverage is measured
+    against, one per site, None for a site open at all hours.
+    """
     cases = CaseStore(store)
     start, end = date_range.utc_bounds(zone)
     rows = await cases.statistic_rows(minute_text(start), minute_text(end))
@@ -432,7 +439,7 @@ async def load_report(
         site_names=sites,
         labels=await cases.list_labels(),
         availability=availability,
-        opening_hours=opening_hours,
+        schedules=schedules,
         now=now,
     )
 

@@ -373,6 +373,45 @@ async def test_statistics_page_counts_chat(relay: RelayServer) -> None:
     assert category_rows["Assault"] == "0"
 
 
+async def test_statistics_coverage_uses_site_hours(relay: RelayServer) -> None:
+    march = {"from": "2026-03-01", "to": "2026-03-31"}
+    async with await staff_client(relay, "ada", "admin") as admin:
+        form = await admin.get("/dashboard/sites/1/hours")
+        saved = await admin.post(
+            "/dashboard/sites/1/hours",
+            data={
+                "csrf_token": csrf(form),
+                "limited": "yes",
+                "time_zone": "Europe/Malta",
+                "day0": "09:00-17:00",
+                "closed_dates": "2026-03-16",
+            },
+        )
+        admin_page = await admin.get("/dashboard/statistics", params=march)
+    async with await staff_client(relay, "sofia", "supervisor") as supervisor:
+        page = await supervisor.get("/dashboard/statistics", params=march)
+        export = await supervisor.get(
+            "/dashboard/statistics/coverage.csv", params=march
+        )
+
+    assert saved.status_code == 303
+    assert (
+        "<strong>Demo partner site</strong>: hours in Europe/Malta: Monday:"
+        " 09:00-17:00; Tuesday: closed;" in page.text
+    )
+    assert "Sunday: closed. Closed on 2026-03-16. <a" in admin_page.text
+    assert "Sunday: closed. Closed on 2026-03-16.</li>" in page.text
+    assert 'href="/dashboard/sites/1/hours"' in admin_page.text
+    assert 'href="/dashboard/sites/1/hours"' not in page.text
+    rows = {row[0]: row[1:] for row in csv.reader(io.StringIO(export.text))}
+    # Mondays of March 2026 are open eight hours; 16 March is a closed date.
+    for day in ("02", "09", "23", "30"):
+        assert rows[f"2026-03-{day}"] == ["480", "0", "0.0"], day
+    assert rows["2026-03-16"] == ["0", "0", ""]
+    assert rows["2026-03-17"] == ["0", "0", ""]
+    assert rows["whole range"] == ["1920", "0", "0.0"]
+
+
 async def test_statistics_bad_ranges_400(relay: RelayServer) -> None:
     async with await staff_client(relay, "sofia", "supervisor") as supervisor:
         reversed_range = await supervisor.get(

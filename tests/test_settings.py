@@ -235,6 +235,22 @@ def test_load_settings_unknown_variable_lists_known() -> None:
     assert "VSO_PORT" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [
+        ("VSO_TIMEZONE", "VSO_TIME_ZONE"),
+        ("VSO_OPENING_HOURS", "/dashboard/sites/ID/hours"),
+    ],
+)
+def test_load_settings_replaced_variable_names_replacement(
+    name: str, replacement: str
+) -> None:
+    with pytest.raises(SettingsError, match="is no longer read") as raised:
+        load(**{name: "Europe/Malta"})
+
+    assert replacement in str(raised.value)
+
+
 def test_settings_error_is_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
 

@@ -1,7 +1,7 @@
 """Statistics over a generated month, checked against counts made in the test.
 
 The month is March 2026 in Malta, which moves to summer time on 29 March at
-01:00 UTC. Conversations go through the real store API (create, assign,
+01:00 UTC, as London does. Conversations go through the real store API (create, assign,
 hand back, end, case notes, post-chat answers) with a fixed seed. The expected
 numbers come from the generated list with plain Python and a hand-written rule
 for Malta's UTC offset, not from the code under test.
@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from relay.casestore import CaseStore
-from relay.coverage import OpeningHoursError, parse_opening_hours
+from relay.coverage import opening_windows
 from relay.crypto import DataCipher, new_key_text
+from relay.hours import Schedule, parse_closed_dates, parse_day_hours
 from relay.statistics import (
     DateRange,
     RangeError,
@@ -43,7 +44,24 @@ ZONE = ZoneInfo("Europe/Malta")
 MONTH = DateRange(date(2026, 3, 1), date(2026, 3, 31))
 SUMMER_TIME_FROM = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
 NOW = datetime(2026, 4, 2, 12, 0, tzinfo=UTC)
-HOURS_TEXT = "mon-fri 09:00-17:00, sat 10:00-14:00; sun 08:00-20:00"
+# Each site's weekly hours as the admin form takes them, Monday first, and
+# its closed dates. The sites overlap on weekdays, so coverage must count
+# their union once. NGO Two opens from midnight to 03:00 on Sundays, across
+# the hour that the switch to summer time skips on 29 March. The London
+# site's late evening is the early morning of Malta's next day.
+SITE_HOURS = {
+    "NGO One": (
+        "Europe/Malta",
+        ("09:00-17:00",) * 5 + ("10:00-14:00", ""),
+        "2026-03-19",
+    ),
+    "NGO Two": (
+        "Europe/Malta",
+        ("16:00-19:00",) * 5 + ("", "00:00-03:00, 08:00-20:00"),
+        "",
+    ),
+    "NGO London": ("Europe/London", ("23:30-24:00",) * 7, "2026-03-10"),
+}
 CHANNELS = ("chat", "chat", "chat", "message", "email")
 SITES = (("ngo-one", "NGO One"), ("ngo-two", "NGO Two"))
 # Instants around the month's edges and the change to summer time, as
@@ -76,6 +94,12 @@ def malta_utc(wall: datetime) -> datetime:
     """Return the UTC instant of a Malta wall-clock time in March 2026."""
     hours = 1 if wall < datetime(2026, 3, 29, 2, 0) else 2
     return (wall - timedelta(hours=hours)).replace(tzinfo=UTC)
+
+
+def london_local(moment: datetime) -> datetime:
+    """Return London's wall-clock time of a UTC instant, without zoneinfo."""
+    hours = 0 if moment < SUMMER_TIME_FROM else 1
+    return (moment + timedelta(hours=hours)).replace(tzinfo=None)
 
 
 def iso(moment: datetime) -> str:
@@ -233,14 +257,83 @@ async def generate_month(store: Store) -> Month:
     return Month(generated, intervals, retired.name)
 
 
-async def month_report(store: Store) -> Report:
+async def month_report(store: Store, now: datetime = NOW) -> Report:
+    sites = await store.list_sites()
     return await load_report(
         store,
         date_range=MONTH,
         zone=ZONE,
-        opening_hours=parse_opening_hours(HOURS_TEXT),
-        now=NOW,
+        schedules=[await store.get_site_schedule(site.id) for site in sites],
+        now=now,
     )
+
+
+def schedule_of(zone: str, days: tuple[str, ...], closed: str) -> Schedule:
+    """Build a schedule from the admin form's texts, through relay.hours."""
+    intervals = [
+        interval
+        for weekday, text in enumerate(days)
+        for interval in parse_day_hours(weekday, text)
+    ]
+    return Schedule(zone, tuple(intervals), tuple(parse_closed_dates(closed)))
+
+
+async def set_month_hours(store: Store) -> None:
+    """Give every site its ``SITE_HOURS``; the London site is added here."""
+    await store.add_site("ngo-london", "NGO London", [], "https://l.test/")
+    for site in await store.list_sites():
+        await store.set_site_schedule(site.id, schedule_of(*SITE_HOURS[site.name]))
+
+
+def open_at(site: str, moment: datetime) -> bool:
+    """Return whether a site of ``SITE_HOURS`` is open at a UTC minute.
+
+    The wall clock comes from the hand-written offsets; the hours are read
+    from the texts with plain string splitting, not with relay.hours.
+    """
+    zone, days, closed = SITE_HOURS[site]
+    wall = london_local(moment) if zone == "Europe/London" else malta_local(moment)
+    if wall.date().isoformat() in closed.split():
+        return False
+    minute = wall.hour * 60 + wall.minute
+    for part in days[wall.weekday()].split(","):
+        if not part.strip():
+            continue
+        opens, closes = part.strip().split("-")
+        first = int(opens[:2]) * 60 + int(opens[3:])
+        last = int(closes[:2]) * 60 + int(closes[3:])
+        if first <= minute < last:
+            return True
+    return False
+
+
+def expected_coverage(
+    month: Month, now: datetime
+) -> tuple[dict[date, tuple[int, int]], int, int]:
+    """Count open and covered minutes per Malta day, one UTC minute at a time."""
+    covered_minutes = set()
+    for start, end in month.intervals:
+        minute = start
+        while minute < min(end, now):
+            covered_minutes.add(minute)
+            minute += timedelta(minutes=1)
+    per_day: dict[date, tuple[int, int]] = {}
+    for day in MONTH.days():
+        open_count = covered_count = 0
+        minute = malta_utc(datetime(day.year, day.month, day.day))
+        while malta_local(minute).date() == day and minute < now:
+            if any(open_at(site, minute) for site in SITE_HOURS):
+                open_count += 1
+                covered_count += minute in covered_minutes
+            minute += timedelta(minutes=1)
+        per_day[day] = (open_count, covered_count)
+    total_open = sum(item[0] for item in per_day.values())
+    total_covered = sum(item[1] for item in per_day.values())
+    return per_day, total_open, total_covered
+
+
+def percent(part: int, whole: int) -> object:
+    return "" if not whole else round(100 * part / whole, 1)
 
 
 def in_month(month: Month) -> list[Generated]:
@@ -394,45 +487,95 @@ async def test_generated_month_feedback(store: Store) -> None:
 
 async def test_generated_month_coverage(store: Store) -> None:
     month = await generate_month(store)
+    await set_month_hours(store)
     report = await month_report(store)
-    covered_minutes = set()
+    per_day, total_open, total_covered = expected_coverage(month, NOW)
+
+    rows = {str(row[0]): row for row in report.tables["coverage"].rows}
+    for day, (open_count, covered_count) in per_day.items():
+        row = rows[day.isoformat()]
+        assert row[1:] == (
+            open_count,
+            covered_count,
+            percent(covered_count, open_count),
+        ), day
+    assert report.tables["coverage"].rows[-1] == (
+        "whole range",
+        total_open,
+        total_covered,
+        percent(total_covered, total_open),
+    )
+    # Sunday 29 March: NGO Two's 00:00-03:00 lasts two hours, the London
+    # site adds 00:30-01:00 at its start, and 08:00-20:00 is twelve hours.
+    assert per_day[date(2026, 3, 29)][0] == (2 + 12) * 60
+    # Thursday 19 March: NGO One is closed, NGO Two's 16:00-19:00 is open.
+    assert per_day[date(2026, 3, 19)][0] == 3 * 60 + 30
+    # The London site's closed 10 March is Malta's early 11 March.
+    assert per_day[date(2026, 3, 11)][0] == 10 * 60
+    assert per_day[date(2026, 3, 12)][0] == 10 * 60 + 30
+
+
+async def test_generated_month_coverage_until_now(store: Store) -> None:
+    month = await generate_month(store)
+    await set_month_hours(store)
+    now = datetime(2026, 3, 20, 13, 7, tzinfo=UTC)
+    report = await month_report(store, now)
+    per_day, total_open, total_covered = expected_coverage(month, now)
+
+    rows = {str(row[0]): row for row in report.tables["coverage"].rows}
+    for day, (open_count, covered_count) in per_day.items():
+        assert rows[day.isoformat()][1:3] == (open_count, covered_count), day
+    # Friday 20 March opened at 09:00 local, 08:00 UTC, and "now" is 13:07 UTC.
+    assert per_day[date(2026, 3, 20)][0] == 5 * 60 + 7 + 30
+    assert per_day[date(2026, 3, 21)] == (0, 0)
+    assert rows["2026-03-21"][3] == ""
+    assert report.tables["coverage"].rows[-1][1:3] == (total_open, total_covered)
+
+
+async def test_coverage_sites_without_hours_open_all_day(store: Store) -> None:
+    month = await generate_month(store)
+    report = await month_report(store)
+
+    rows = {str(row[0]): row for row in report.tables["coverage"].rows}
+    assert rows["2026-03-28"][1] == 24 * 60
+    assert rows["2026-03-29"][1] == 23 * 60
+    assert rows["2026-03-30"][1] == 24 * 60
+    covered = set()
     for start, end in month.intervals:
         minute = start
         while minute < end:
-            covered_minutes.add(minute)
+            covered.add(minute)
             minute += timedelta(minutes=1)
-    windows = {
-        0: [(9, 17)],
-        1: [(9, 17)],
-        2: [(9, 17)],
-        3: [(9, 17)],
-        4: [(9, 17)],
-        5: [(10, 14)],
-        6: [(8, 20)],
-    }
-    rows = {str(row[0]): row for row in report.tables["coverage"].rows}
-    total_open = total_covered = 0
-    for day in MONTH.days():
-        open_count = covered_count = 0
-        for first_hour, last_hour in windows[day.weekday()]:
-            for minute in range(first_hour * 60, last_hour * 60):
-                wall = datetime(day.year, day.month, day.day) + timedelta(
-                    minutes=minute
-                )
-                open_count += 1
-                covered_count += malta_utc(wall) in covered_minutes
-        total_open += open_count
-        total_covered += covered_count
-        row = rows[day.isoformat()]
-        assert row[1] == open_count, day
-        assert row[2] == covered_count, day
-        assert row[3] == round(100 * covered_count / open_count, 1), day
-    whole = report.tables["coverage"].rows[-1]
-    assert whole[1:] == (
-        total_open,
-        total_covered,
-        round(100 * total_covered / total_open, 1),
+    first = malta_utc(datetime(2026, 3, 29))
+    assert rows["2026-03-29"][2] == sum(
+        first + timedelta(minutes=n) in covered for n in range(23 * 60)
     )
+
+
+def test_opening_windows_union_and_edges() -> None:
+    sunday = date(2026, 3, 29)
+    malta = schedule_of(*SITE_HOURS["NGO Two"])
+    closed = schedule_of("Europe/Malta", ("09:00-17:00",) * 7, "2026-03-29")
+    whole_day = (
+        datetime(2026, 3, 28, 23, 0, tzinfo=UTC),
+        datetime(2026, 3, 29, 22, 0, tzinfo=UTC),
+    )
+
+    assert opening_windows(sunday, ZONE, []) == []
+    assert opening_windows(sunday, ZONE, [closed]) == []
+    assert opening_windows(sunday, ZONE, [None, malta]) == [whole_day]
+    assert opening_windows(sunday, ZONE, [malta, malta, closed]) == [
+        (whole_day[0], datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),
+        (
+            datetime(2026, 3, 29, 6, 0, tzinfo=UTC),
+            datetime(2026, 3, 29, 18, 0, tzinfo=UTC),
+        ),
+    ]
+    # Tokyo's Monday morning is Malta's Sunday evening, clipped to the day.
+    tokyo = schedule_of("Asia/Tokyo", ("06:00-12:00",) + ("",) * 6, "")
+    assert opening_windows(sunday, ZONE, [tokyo]) == [
+        (datetime(2026, 3, 29, 21, 0, tzinfo=UTC), whole_day[1])
+    ]
 
 
 async def test_purge_keeps_statistics(store: Store, tmp_path: Path) -> None:
@@ -538,31 +681,6 @@ def test_range_dst_day_lengths() -> None:
 
     assert end - start == timedelta(hours=23)
     assert autumn[1] - autumn[0] == timedelta(hours=25)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "monday 09:00-17:00",
-        "mon-fri 17:00-09:00",
-        "fri-mon 09:00-17:00",
-        "mon 09:00-25:00",
-        "mon 09:75-10:00",
-        "",
-    ],
-)
-def test_opening_hours_invalid(text: str) -> None:
-    with pytest.raises(OpeningHoursError):
-        parse_opening_hours(text)
-
-
-def test_opening_hours_parts() -> None:
-    hours = parse_opening_hours("Mon-Wed 09:00-12:00, mon 13:00-24:00; sun 10:00-11:30")
-
-    assert hours[0] == ((540, 720), (780, 1440))
-    assert hours[2] == ((540, 720),)
-    assert hours[6] == ((600, 690),)
-    assert 4 not in hours
 
 
 def test_csv_quoting_and_formulas() -> None:
