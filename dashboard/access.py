@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from dashboard.common import read_form, signed_in_volunteer
 from relay import auth
-from relay.forms import MAX_FORM_BYTES
+from relay.forms import STAFF_FORM_BYTES
 from relay.i18n import gettext as _
 from relay.services import Services, get_services
 from relay.store import Volunteer
@@ -79,7 +79,7 @@ async def staff_request(request: Request, minimum: Role) -> Staff | Response:
 
 
 async def staff_form(
-    request: Request, minimum: Role, max_bytes: int = MAX_FORM_BYTES
+    request: Request, minimum: Role, max_bytes: int = STAFF_FORM_BYTES
 ) -> tuple[Staff, dict[str, str]] | Response:
     """Check the session, role, origin and CSRF token of a staff form post.
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 
 MAX_FORM_BYTES = 8 * 1024
-MAX_FORM_FIELDS = 10
+# Staff forms carry a message of up to 4,000 characters, which URL encoding can
+# make six bytes each, and the hours form a field per weekday.
+STAFF_FORM_BYTES = 64 * 1024
+MAX_FORM_FIELDS = 64
 # A text field that people never see or fill in, because CSS moves it off screen,
 # it is out of the tab order and screen readers skip it. Robots fill it in.
 HONEYPOT_FIELD = "website"

@@ -383,3 +383,49 @@ async def test_hours_page_open_all_hours_again(
     assert "The chat is closed now." in closed.text
     assert "The chat is closed now." not in reopened.text
     assert re.search(r'data-within-hours="true"', reopened.text)
+
+
+async def test_inbox_long_maltese_reply_is_kept(
+    relay: RelayServer, visitor_client: httpx.AsyncClient
+) -> None:
+    code = reply_code((await leave(visitor_client, "Għandi bżonn għajnuna.")).text)
+    alex = await staff_client(relay, "alex", "Alex")
+    # Each "ħ" is two bytes of UTF-8 and six once URL-encoded.
+    body = "Aħna hawn għalik. " + "ħ" * 3900
+    async with aclosing(alex):
+        listing = await alex.get("/dashboard/inbox")
+        conversation = conversation_id(relay)
+        claimed = await post_form(
+            alex, listing.text, f"/dashboard/inbox/{conversation}/claim"
+        )
+        page = await alex.get(claimed.headers["location"])
+        replied = await post_form(
+            alex, page.text, f"/dashboard/inbox/{conversation}/reply", body=body
+        )
+    thread = await open_code(visitor_client, code)
+
+    assert len(body) < 4000
+    assert replied.status_code == 303
+    assert body in thread.text
+
+
+async def test_hours_form_saves_every_field_a_browser_sends(
+    relay: RelayServer,
+) -> None:
+    admin = await staff_client(relay, "ada", "Ada", "admin")
+    async with aclosing(admin):
+        page = await admin.get("/dashboard/sites/1/hours")
+        days = {f"day{weekday}": "09:00-17:00" for weekday in range(7)}
+        saved = await post_form(
+            admin,
+            page.text,
+            "/dashboard/sites/1/hours",
+            limited="yes",
+            time_zone="Europe/Malta",
+            closed_dates="2026-12-25",
+            **days,
+        )
+    assert saved.status_code == 303
+    with sqlite3.connect(relay.database) as db:
+        rows = db.execute("SELECT COUNT(*) FROM opening_hours").fetchone()[0]
+    assert rows == 7

@@ -26,7 +26,7 @@ def test_every_page_renders_in_language(relay: RelayServer, language: str) -> No
     for path in PAGES:
         response = httpx.get(f"{relay.base_url}{path}?lang={language}")
         assert response.status_code == 200, path
-        assert f'<html lang="{language}">' in response.text, path
+        assert f'<html lang="{language}" dir="ltr">' in response.text, path
         assert response.text.count("<h1") == 1, path
         assert 'id="quick-exit"' in response.text, path
         assert 'href="#main"' in response.text, path

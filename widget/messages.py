@@ -352,7 +352,7 @@ async def _entry_of_form(
         status = 429 if error.code == "rate_limited" else 404
         text = _error_text(error.code, 0)
         if error.code == "rate_limited":
-            text += HELP_SENTENCE
+            text = f"{text} {_(HELP_SENTENCE)}"
         return _code_page(request, site, text, status)
     if binding is None and not services.signer.check_csrf(
         form.get("csrf_token"), f"replies:{entry.conversation_id}"
