@@ -110,13 +110,13 @@ def test_maltese_chat_without_scripts(relay: RelayServer, browser: Browser) -> N
 
 
 def test_switching_back_to_english(relay: RelayServer, browser: Browser) -> None:
+    available_volunteer_page(browser, relay)
     visitor = browser.new_context(java_script_enabled=False).new_page()
 
     pick_maltese(visitor, relay)
     visitor.get_by_role("link", name="English").click()
 
-    # Nobody is available, so the page offers the message form in English.
-    expect(visitor.get_by_role("button", name="Leave this message")).to_be_visible()
+    expect(visitor.get_by_role("button", name="Start chat")).to_be_visible()
     assert html_language(visitor) == "en"
     visitor.get_by_role("link", name="Browsing safely").click()
     expect(visitor.get_by_role("heading", name="Browsing safely")).to_be_visible()
@@ -147,6 +147,7 @@ def partner(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_maltese_snippet_on_partner_page(
     relay: RelayServer, browser: Browser, partner: tuple[str, Path]
 ) -> None:
+    available_volunteer_page(browser, relay)
     origin, directory = partner
     added = relay.cli("site", "add", "Sieħeb", "--origin", origin, "--language", "mt")
     assert added.returncode == 0, added.stderr
