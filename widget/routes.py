@@ -39,6 +39,8 @@ STATIC_PREFIX = "/widget/static"
 SITE_KEY_MAX_CHARS = 64
 
 templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
+# Every visitor page may name the emergency number, whatever its route passes.
+templates.env.globals["emergency_number"] = EMERGENCY_NUMBER
 
 NO_STORE = {"cache-control": "no-store"}
 
