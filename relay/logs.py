@@ -9,8 +9,9 @@ import re
 import sys
 from datetime import UTC, datetime
 
-# At DEBUG these loggers write SQL parameters, frame, mail or page text, or request headers, which
-# include message bodies and session cookies. They stay at INFO at any relay level.
+# At DEBUG these loggers write SQL parameters, frame, mail or page text, or
+# request headers, which include message bodies and session cookies. They stay
+# at INFO at any relay level.
 NOISY_LOGGERS = (
     "aiosqlite",
     "markdown_it",
