@@ -89,7 +89,8 @@ def test_maltese_chat_without_scripts(relay: RelayServer, browser: Browser) -> N
     assert html_language(visitor) == "mt"
     assert html_language(frame) == "mt"
     assert "lang=mt" in visitor.url
-    expect(visitor.get_by_text("Sa 4000 karattru.")).to_be_visible()
+    conversation = visitor.locator("#nojs-conversation")
+    expect(conversation.get_by_text("Sa 4000 karattru.")).to_be_visible()
 
     volunteer.get_by_role("button", name="Accept").click()
     expect(frame.get_by_role("heading", name="Qed tkellem lil Sam")).to_be_visible(
@@ -153,6 +154,7 @@ def test_maltese_message_and_reply_code(
 
 
 def test_switching_back_to_english(relay: RelayServer, browser: Browser) -> None:
+    available_volunteer_page(browser, relay)
     visitor = browser.new_context(java_script_enabled=False).new_page()
 
     pick_maltese(visitor, relay)
@@ -194,6 +196,7 @@ def test_maltese_snippet_on_partner_page(
     assert added.returncode == 0, added.stderr
     snippet = re.search(r"<a [^\n]*</a>\n<script async [^\n]*</script>", added.stdout)
     assert snippet is not None, added.stdout
+    available_volunteer_page(browser, relay)
     (directory / "partner.html").write_text(
         '<!doctype html><html lang="mt"><meta charset="utf-8">'
         "<title>Sieħeb</title><h1>Sieħeb</h1>" + snippet.group(0),
