@@ -1,6 +1,6 @@
 """Switching the chat to Maltese in real Chromium, with scripts and without, the
-Maltese embed snippet on a partner page, and the volunteer's dashboard showing
-the visitor's language."""
+Maltese embed snippet on a partner page, the volunteer's dashboard showing
+the visitor's language, and a Maltese message left while nobody is available."""
 
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def test_maltese_chat_without_scripts(relay: RelayServer, browser: Browser) -> N
     assert html_language(visitor) == "mt"
     assert html_language(frame) == "mt"
     assert "lang=mt" in visitor.url
-    expect(visitor.get_by_text("Sa 4000 karattru.")).to_be_visible()
+    conversation = visitor.locator("#nojs-conversation")
+    expect(conversation.get_by_text("Sa 4000 karattru.")).to_be_visible()
 
     volunteer.get_by_role("button", name="Accept").click()
     expect(frame.get_by_role("heading", name="Qed tkellem lil Sam")).to_be_visible(
@@ -106,6 +107,49 @@ def test_maltese_chat_without_scripts(relay: RelayServer, browser: Browser) -> N
     visitor.get_by_role("button", name="Temm iċ-chat").click()
     expect(visitor.get_by_text("Din iċ-chat intemmet.")).to_be_visible()
     expect(visitor.get_by_text("Int temmejt iċ-chat.")).to_be_visible()
+    assert html_language(visitor) == "mt"
+
+
+@pytest.mark.parametrize("scripts", [True, False], ids=["js", "nojs"])
+def test_maltese_message_and_reply_code(
+    relay: RelayServer, browser: Browser, scripts: bool
+) -> None:
+    visitor = browser.new_context(java_script_enabled=scripts).new_page()
+    visitor.goto(f"{relay.base_url}/chat?site=demo")
+    expect(visitor.get_by_role("heading", name="Leave a message")).to_be_visible()
+
+    visitor.get_by_role("navigation", name="Language").get_by_role(
+        "link", name="Malti"
+    ).click()
+    expect(visitor.get_by_role("heading", name="Ħalli messaġġ")).to_be_visible()
+    assert html_language(visitor) == "mt"
+    visitor.get_by_label("X'tixtieq tgħidilna?").fill("Xi ħadd qed isejħilni.")
+    visitor.get_by_role("button", name="Ħalli dan il-messaġġ").click()
+
+    expect(
+        visitor.get_by_role("heading", name="Il-messaġġ tiegħek intbagħat")
+    ).to_be_visible()
+    assert html_language(visitor) == "mt"
+    assert "lang=mt" in visitor.url
+    code = visitor.locator("#reply-code").inner_text()
+    assert len(code.split()) == 8
+    visitor.get_by_role("link", name="Aqra t-tweġibiet").click()
+
+    expect(
+        visitor.get_by_role("heading", name="Aqra t-tweġibiet għall-messaġġ tiegħek")
+    ).to_be_visible()
+    assert html_language(visitor) == "mt"
+    visitor.get_by_label("Il-kodiċi tat-tweġiba tiegħek (tmien kelmiet)").fill(code)
+    visitor.get_by_role("button", name="Aqra t-tweġibiet").click()
+
+    expect(visitor.get_by_role("heading", name="Il-messaġġi tiegħek")).to_be_visible()
+    expect(visitor.get_by_text("Għad m'hemmx tweġiba.", exact=False)).to_be_visible()
+    expect(visitor.get_by_text("Xi ħadd qed isejħilni.")).to_be_visible()
+    assert html_language(visitor) == "mt"
+    assert code.split()[0] not in visitor.url
+    visitor.get_by_label("Wieġeb").fill("Grazzi.")
+    visitor.get_by_role("button", name="Ibgħat it-tweġiba").click()
+    expect(visitor.get_by_text("Il-messaġġ tiegħek intbagħat.")).to_be_visible()
     assert html_language(visitor) == "mt"
 
 
@@ -153,6 +197,7 @@ def test_maltese_snippet_on_partner_page(
     assert added.returncode == 0, added.stderr
     snippet = re.search(r"<a [^\n]*</a>\n<script async [^\n]*</script>", added.stdout)
     assert snippet is not None, added.stdout
+    available_volunteer_page(browser, relay)
     (directory / "partner.html").write_text(
         '<!doctype html><html lang="mt"><meta charset="utf-8">'
         "<title>Sieħeb</title><h1>Sieħeb</h1>" + snippet.group(0),

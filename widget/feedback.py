@@ -44,6 +44,7 @@ async def feedback_form(request: Request) -> Response:
             media_type="text/plain",
             headers=nojs.NO_STORE,
         )
+    nojs.use_visitor_language(request, site)
     if not same_origin_request(request.headers, services.settings.own_origins):
         logger.warning("post-chat answers rejected: cross-site form post")
         return await _ended_page(

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from relay import auth, hours
+from relay import auth, hours, i18n
 from relay.forms import honeypot_filled, read_form
 from relay.i18n import gettext as _
 from relay.inbox import InboxError
@@ -68,10 +69,23 @@ def _error_text(code: str, max_chars: int) -> str:
 
 
 async def _site(request: Request, form: dict[str, str]) -> Site | None:
+    """Return the request's site, switching to the visitor's language for it."""
     key = request.query_params.get("site") or form.get("site", "")
-    if not key or len(key) > SITE_KEY_MAX_CHARS:
-        return None
-    return await get_services(request).store.get_site_by_key(key)
+    site = None
+    if key and len(key) <= SITE_KEY_MAX_CHARS:
+        site = await get_services(request).store.get_site_by_key(key)
+    nojs.use_visitor_language(request, site)
+    return site
+
+
+def _page_query(site: Site | None) -> str:
+    """Return the query that keeps a page's site and the visitor's language."""
+    if site is not None:
+        return nojs.page_query(site)
+    language = i18n.current_language()
+    if language == i18n.DEFAULT_LANGUAGE:
+        return ""
+    return urlencode({i18n.LANGUAGE_PARAMETER: language})
 
 
 def _render(
@@ -84,14 +98,17 @@ def _render(
     services = get_services(request)
     origin = serving_origin(request, services.settings)
     ancestors = ["'self'", *site.origins] if site else []
+    nojs.use_visitor_language(request, site)
+    query = _page_query(site)
     return nojs._template_response(
         request,
         name,
         {
             "site_key": site.key if site else "",
             "site_name": site.name if site else "",
-            "chat_url": f"/chat?site={site.key}" if site else None,
-            "replies_url": f"/replies?site={site.key}" if site else "/replies",
+            "page_query": query,
+            "chat_url": f"/chat?{query}" if site else None,
+            "replies_url": f"/replies?{query}" if query else "/replies",
             **nojs._safety_context(site),
             **context,
         },

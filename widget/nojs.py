@@ -32,6 +32,7 @@ from relay.settings import ws_origin
 from relay.store import Conversation, Site
 from widget import offline
 from widget.brand import brand_css_url
+from widget.offline import page_query as page_query
 
 logger = logging.getLogger("widget.nojs")
 
@@ -98,19 +99,6 @@ def use_visitor_language(request: HTTPConnection, site: Site | None) -> str:
     language = i18n.supported_language(language) or i18n.DEFAULT_LANGUAGE
     i18n.activate(language)
     return language
-
-
-def page_query(site: Site, **extra: str) -> str:
-    """Return the query of a chat URL: the site, the language, then ``extra``.
-
-    The language is left out when it is the site's default, so most URLs stay
-    as short as before.
-    """
-    query = {"site": site.key}
-    language = i18n.current_language()
-    if language != site.language:
-        query[i18n.LANGUAGE_PARAMETER] = language
-    return urlencode({**query, **extra})
 
 
 def chat_cookie_name(services: Services) -> str:

@@ -9,14 +9,29 @@ pages alike; ``widget/messages.py`` handles its post.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import HTTPConnection
 
+from relay import i18n
 from relay.hours import describe_moment
 from relay.inbox import Availability
 from relay.nojs import new_form_key
 from relay.services import get_services
 from relay.store import Conversation, Site
+
+
+def page_query(site: Site, **extra: str) -> str:
+    """Return the query of a chat URL: the site, the language, then ``extra``.
+
+    The language is left out when it is the site's default, so most URLs stay
+    short.
+    """
+    query = {"site": site.key}
+    language = i18n.current_language()
+    if language != site.language:
+        query[i18n.LANGUAGE_PARAMETER] = language
+    return urlencode({**query, **extra})
 
 
 def message_form_binding(site: Site, form_key: str) -> str:
@@ -42,6 +57,7 @@ def message_form_context(
     form_key = new_form_key()
     return {
         "site_key": site.key,
+        "query": page_query(site),
         "form_key": form_key,
         "csrf_token": services.signer.csrf_token(message_form_binding(site, form_key)),
         "draft": draft,
@@ -110,5 +126,5 @@ async def chat_page_context(
         "show_offline": carry_over
         or (phase in ("welcome", "unavailable") and not availability.chat_open),
         "message_form": form,
-        "replies_url": f"/replies?site={site.key}",
+        "replies_url": f"/replies?{page_query(site)}",
     }

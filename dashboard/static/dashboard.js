@@ -36,6 +36,14 @@ const WAITING_REFRESH_MS = 15_000;
 const QUEUE_NOTICE_MS = 12_000;
 const CLOSE_CODE_SIGNED_OUT = 4001;
 const BASE_TITLE = _('Dashboard');
+// The labels of a resource card's details; card.js shows them as given.
+const CARD_LABELS = {
+  phone: _('Phone'),
+  email: _('E-mail'),
+  hours: _('Hours'),
+  website: _('Website'),
+  link: _('Read more'),
+};
 const SIGN_IN_PATH = '/dashboard';
 const SESSION_PATH = '/dashboard/session';
 
@@ -1051,7 +1059,7 @@ function buildEndedNotice(chat) {
   notesLink.className = 'notes-link';
   notesLink.href = `/dashboard/notes/${encodeURIComponent(chat.conversation)}`;
   notesLink.target = '_blank';
-  notesLink.textContent = 'Write the case note';
+  notesLink.textContent = _('Write the case note');
 
   element.append(title, reason, notesLink, closeButton);
   return { element, title, reason, closeButton, notesLink };
@@ -1227,7 +1235,7 @@ function shareResource(chat, resource, language) {
   if (sent) {
     clearChatAlert(chat);
   } else {
-    showChatAlert(chat, 'Not connected, so the card was not sent. Try again when the dashboard reconnects.');
+    showChatAlert(chat, _('Not connected, so the card was not sent. Try again when the dashboard reconnects.'));
   }
 }
 
@@ -1374,7 +1382,7 @@ function buildMessageElement(sender, body, sentAt, label = null, card = null) {
   meta.append(senderName, ' ', buildTimeElement(sentAt));
 
   if (card) {
-    element.append(meta, buildResourceCard(card));
+    element.append(meta, buildResourceCard(card, { labels: CARD_LABELS }));
     return element;
   }
   const text = document.createElement('p');
@@ -1618,7 +1626,7 @@ function handleWhisper(frame) {
   if (atBottom) {
     log.scrollTop = log.scrollHeight;
   }
-  announce(`Whisper from ${frame.author} in the chat with ${chat.label}.`);
+  announce(_('Whisper from %(author)s in the chat with %(label)s.', { author: frame.author, label: chat.label }));
   countUnread(chat);
 }
 
@@ -1639,11 +1647,11 @@ function requestSupport(chat) {
     return;
   }
   if (!sendFrame({ type: 'need_support', conversation: chat.conversation })) {
-    showChatAlert(chat, 'Not connected, so no supervisor was alerted. Try again when the connection is back.');
+    showChatAlert(chat, _('Not connected, so no supervisor was alerted. Try again when the connection is back.'));
     return;
   }
   chat.elements.supportButton.disabled = true;
-  chat.elements.supportStatus.textContent = 'Alerting the supervisors…';
+  chat.elements.supportStatus.textContent = _('Alerting the supervisors…');
 }
 
 function handleSupportRequested(frame) {
@@ -1672,7 +1680,7 @@ function handleSupportAcknowledged(frame) {
 function handleSupportAlert(frame) {
   dashboard.supportAlerts.set(frame.id, frame);
   renderSupervisorAlerts();
-  announce(`${frame.volunteer} needs support.`);
+  announce(_('%(name)s needs support.', { name: frame.volunteer }));
   playChime();
 }
 
@@ -1680,30 +1688,30 @@ function renderSupervisorAlerts() {
   const count = dashboard.supportAlerts.size;
   ui.supervisorAlerts.hidden = count === 0;
   const names = [...new Set([...dashboard.supportAlerts.values()].map((alert) => alert.volunteer))];
-  ui.supervisorAlertsText.textContent = count === 0 ? '' : `Support needed: ${names.join(', ')}.`;
+  ui.supervisorAlertsText.textContent = count === 0 ? '' : _('Support needed: %(names)s.', { names: names.join(', ') });
   updateTitle();
 }
 
 function markChatHard(chat) {
   if (!sendFrame({ type: 'hard_chat', conversation: chat.conversation })) {
-    showNotice('Not connected, so the chat was not marked. Try again when the connection is back.');
+    showNotice(_('Not connected, so the chat was not marked. Try again when the connection is back.'));
     return;
   }
   chat.elements.hardChatButton.disabled = true;
-  chat.elements.hardChatButton.textContent = 'Marked as hard';
+  chat.elements.hardChatButton.textContent = _('Marked as hard');
 }
 
 function showBreak(until) {
   const end = parseTime(until);
   ui.breakText.textContent = end
-    ? `You are on a break until ${formatClock(end)}. No new chats are offered to you until then.`
-    : 'You are on a break. No new chats are offered to you.';
+    ? _('You are on a break until %(time)s. No new chats are offered to you until then.', { time: formatClock(end) })
+    : _('You are on a break. No new chats are offered to you.');
   ui.breakBanner.hidden = false;
 }
 
 function hideBreak() {
   ui.breakBanner.hidden = true;
-  announce('Your break has ended.');
+  announce(_('Your break has ended.'));
 }
 
 // ---------------------------------------------------------------------------

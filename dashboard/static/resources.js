@@ -4,6 +4,12 @@
 // relay builds from its id. A saved reply only fills the reply box, so the volunteer
 // reads and can change it before sending.
 
+import { readJsonBlock, translator } from '/static/text.js';
+
+// Texts in the page's language, from the JSON block #resources-text that the relay fills
+// from this file's _() calls.
+const _ = translator(readJsonBlock('resources-text'));
+
 const SEARCH_PATH = '/dashboard/resources/search';
 const SEARCH_DELAY_MS = 300;
 const LANGUAGES = [
@@ -21,14 +27,14 @@ export function buildResourceSearch({ onCard, onReply }) {
   const element = document.createElement('details');
   element.className = 'resource-search';
   const summary = document.createElement('summary');
-  summary.textContent = 'Resources and saved replies';
+  summary.textContent = _('Resources and saved replies');
 
   const form = document.createElement('form');
   form.setAttribute('role', 'search');
   form.noValidate = true;
   const label = document.createElement('label');
   label.htmlFor = `${prefix}-query`;
-  label.textContent = 'Search services, pages and saved replies';
+  label.textContent = _('Search services, pages and saved replies');
   const input = document.createElement('input');
   input.type = 'search';
   input.id = `${prefix}-query`;
@@ -36,7 +42,7 @@ export function buildResourceSearch({ onCard, onReply }) {
   input.autocomplete = 'off';
   const languageLabel = document.createElement('label');
   languageLabel.htmlFor = `${prefix}-language`;
-  languageLabel.textContent = 'Language';
+  languageLabel.textContent = _('Language');
   const language = document.createElement('select');
   language.id = `${prefix}-language`;
   for (const [code, name] of LANGUAGES) {
@@ -44,7 +50,7 @@ export function buildResourceSearch({ onCard, onReply }) {
   }
   const button = document.createElement('button');
   button.type = 'submit';
-  button.textContent = 'Search';
+  button.textContent = _('Search');
   form.append(label, input, languageLabel, language, button);
 
   const status = document.createElement('p');
@@ -86,7 +92,7 @@ async function runSearch(box) {
     data = await response.json();
   } catch (error) {
     console.warn('Resource search failed', error);
-    if (request === box.request) box.status.textContent = 'The search failed. Try again.';
+    if (request === box.request) box.status.textContent = _('The search failed. Try again.');
     return;
   }
   // A late response to an older search must not replace a newer one.
@@ -101,20 +107,24 @@ function showResults(box, data) {
   const items = [];
   for (const result of resources) {
     if (typeof result.id !== 'string' || typeof result.title !== 'string') continue;
-    const kind = result.kind === 'page' ? 'Page' : 'Service';
+    const kind = result.kind === 'page' ? _('Page') : _('Service');
     items.push(
-      buildResult(kind, result.title, String(result.summary ?? ''), 'Send card', () =>
+      buildResult(kind, result.title, String(result.summary ?? ''), _('Send card'), () =>
         box.onCard(result.id, language),
       ),
     );
   }
   for (const reply of replies) {
     if (typeof reply.title !== 'string' || typeof reply.body !== 'string') continue;
-    items.push(buildResult('Saved reply', reply.title, reply.body, 'Insert', () => box.onReply(reply.body)));
+    items.push(buildResult(_('Saved reply'), reply.title, reply.body, _('Insert'), () => box.onReply(reply.body)));
   }
   box.results.replaceChildren(...items);
   box.status.textContent =
-    items.length === 0 ? 'Nothing found.' : `${items.length} result${items.length === 1 ? '' : 's'}`;
+    items.length === 0
+      ? _('Nothing found.')
+      : items.length === 1
+        ? _('1 result')
+        : _('%(count)s results', { count: items.length });
 }
 
 function buildResult(kind, title, text, action, onChoose) {

@@ -6,7 +6,11 @@
 // reads it from `panel.conversation`, which only openConversation() and closePanel()
 // change. Text from the relay reaches the DOM only through textContent.
 
-import { appendLinkedText } from '/static/text.js';
+import { appendLinkedText, readJsonBlock, translator } from '/static/text.js';
+
+// Texts in the page's language, from the JSON block #supervision-text that the relay
+// fills from this file's _() calls.
+const _ = translator(readJsonBlock('supervision-text'));
 
 const PING_INTERVAL_MS = 25_000;
 const RECONNECT_MAX_MS = 15_000;
@@ -108,7 +112,7 @@ function connect() {
     clearInterval(state.pingTimer);
     if (event.code === CLOSE_CODE_SIGNED_OUT) {
       state.signedOut = true;
-      setStatus('You have been signed out.', 'signed-out');
+      setStatus(_('You have been signed out.'), 'signed-out');
       return;
     }
     const delay = Math.min(RECONNECT_MAX_MS, 500 * 2 ** state.reconnectAttempt);
@@ -120,7 +124,7 @@ function connect() {
 
 function sendFrame(frame) {
   if (!state.socket || !state.open) {
-    showNotice('Not connected. Try again when the connection is back.');
+    showNotice(_('Not connected. Try again when the connection is back.'));
     return false;
   }
   state.socket.send(JSON.stringify(frame));
@@ -176,7 +180,7 @@ function dispatch(frame) {
 }
 
 function handleError(frame) {
-  const text = frame.message || `The relay rejected a request (${frame.code}).`;
+  const text = frame.message || _('The relay rejected a request (%(code)s).', { code: frame.code });
   if (frame.conversation !== undefined && frame.conversation === panel.conversation) {
     ui.panelAlert.textContent = text;
   } else {
@@ -198,7 +202,7 @@ function renderOverview() {
   renderTransferChoices(overview);
   if (panel.conversation !== null) {
     const entry = (overview.conversations || []).find((item) => item.conversation === panel.conversation);
-    ui.panelStatus.textContent = entry ? describeConversation(entry) : 'This conversation has ended.';
+    ui.panelStatus.textContent = entry ? describeConversation(entry) : _('This conversation has ended.');
   }
   const alerts = (overview.alerts || []).length;
   document.title = alerts > 0 ? `(${alerts}) Need support — ${BASE_TITLE}` : BASE_TITLE;
@@ -225,7 +229,7 @@ function renderConversations(conversations) {
   ui.conversationsEmpty.hidden = conversations.length > 0;
   const rows = conversations.map((entry) => {
     const row = document.createElement('tr');
-    const status = entry.status === 'waiting' ? `Waiting (number ${entry.position})` : 'Active';
+    const status = entry.status === 'waiting' ? _('Waiting (number %(position)s)', { position: entry.position }) : _('Active');
     const flags = [];
     if (entry.support_alert) flags.push('needs support');
     if (!entry.visitor_connected) flags.push('visitor disconnected');
@@ -246,7 +250,7 @@ function renderConversations(conversations) {
     }
     const actions = document.createElement('td');
     const openButton = button('Open', () => openConversation(entry.conversation));
-    openButton.setAttribute('aria-label', `Open chat ${shortId(entry.conversation)}`);
+    openButton.setAttribute('aria-label', _('Open chat %(chat)s', { chat: shortId(entry.conversation) }));
     actions.append(openButton);
     row.append(actions);
     if (entry.support_alert) {
@@ -261,9 +265,9 @@ function renderVolunteers(volunteers) {
   const rows = volunteers.map((volunteer) => {
     const row = document.createElement('tr');
     let now = 'Offline';
-    if (volunteer.break_until) now = `On a break until ${clock(volunteer.break_until)}`;
+    if (volunteer.break_until) now = _('On a break until %(time)s', { time: clock(volunteer.break_until) });
     else if (volunteer.available && volunteer.connected) now = 'Available';
-    else if (volunteer.connected) now = 'Signed in, away';
+    else if (volunteer.connected) now = _('Signed in, away');
     const cells = [
       volunteer.display_name,
       now,
@@ -324,7 +328,7 @@ function openConversation(conversation) {
     setJoined(false);
   }
   ui.panelAlert.textContent = '';
-  ui.panelHeading.textContent = `Chat ${shortId(conversation)} (read-only)`;
+  ui.panelHeading.textContent = _('Chat %(chat)s (read-only)', { chat: shortId(conversation) });
   ui.conversationPanel.hidden = false;
   sendFrame({ type: 'watch', conversation });
   if (state.overview) {
@@ -358,7 +362,9 @@ function setJoined(joined) {
   ui.leaveButton.hidden = !joined;
   ui.panelHeading.textContent = panel.conversation === null
     ? ''
-    : `Chat ${shortId(panel.conversation)}${joined ? ' (joined)' : ' (read-only)'}`;
+    : joined
+      ? _('Chat %(chat)s (joined)', { chat: shortId(panel.conversation) })
+      : _('Chat %(chat)s (read-only)', { chat: shortId(panel.conversation) });
 }
 
 function renderMessage(frame) {
@@ -380,7 +386,7 @@ function renderWhisper(frame) {
     return;
   }
   panel.whispers.add(frame.id);
-  const element = buildEntry('message whisper', `Whisper from ${frame.author}`, frame.body, frame.sent_at);
+  const element = buildEntry('message whisper', _('Whisper from %(author)s', { author: frame.author }), frame.body, frame.sent_at);
   element.dataset.afterSeq = String(frame.after_seq);
   place(element, frame.after_seq, true);
 }
@@ -421,7 +427,7 @@ function buildEntry(className, label, body, sentAt) {
 function sendWhisper() {
   const body = ui.whisperText.value.trim();
   if (body === '' || panel.conversation === null) {
-    ui.panelAlert.textContent = 'Write a whisper before sending.';
+    ui.panelAlert.textContent = _('Write a whisper before sending.');
     return;
   }
   if (sendFrame({ type: 'whisper', conversation: panel.conversation, body })) {
@@ -433,7 +439,7 @@ function sendWhisper() {
 function sendToVisitor() {
   const body = ui.joinText.value.trim();
   if (body === '' || panel.conversation === null || !panel.joined) {
-    ui.panelAlert.textContent = 'Write a message before sending.';
+    ui.panelAlert.textContent = _('Write a message before sending.');
     return;
   }
   const frame = { type: 'supervisor_send', conversation: panel.conversation, client_id: clientId(), body };
@@ -450,7 +456,7 @@ function transferConversation() {
   }
   const name = ui.transferSelect.selectedOptions[0]?.textContent ?? 'the volunteer';
   if (sendFrame({ type: 'transfer', conversation: panel.conversation, volunteer: target })) {
-    announce(`Transferring chat ${shortId(panel.conversation)} to ${name}.`);
+    announce(_('Transferring chat %(chat)s to %(name)s.', { chat: shortId(panel.conversation), name }));
   }
 }
 
@@ -466,13 +472,13 @@ function toggleSound() {
   if (!state.audioContext) {
     const AudioContextClass = window.AudioContext || window.webkitAudioContext;
     if (!AudioContextClass) {
-      showNotice('This browser cannot play sounds.');
+      showNotice(_('This browser cannot play sounds.'));
       return;
     }
     state.audioContext = new AudioContextClass();
   }
   state.soundOn = !state.soundOn;
-  ui.soundToggle.textContent = state.soundOn ? 'Sound on' : 'Enable sound';
+  ui.soundToggle.textContent = state.soundOn ? _('Sound on') : _('Enable sound');
   ui.soundToggle.setAttribute('aria-pressed', String(state.soundOn));
   playChime();
 }

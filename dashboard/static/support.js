@@ -2,13 +2,18 @@
 // support", marking an ended chat as hard, and the break banner. dashboard.js wires them
 // to its chats and socket. Text reaches the DOM only through textContent.
 
-import { appendLinkedText } from '/static/text.js';
+import { appendLinkedText, readJsonBlock, translator } from '/static/text.js';
+
+// Texts in the page's language, from the JSON block #support-text that the relay fills
+// from this file's _() calls.
+const _ = translator(readJsonBlock('support-text'));
 
 export const SUPPORT_TEXT = {
-  requested: 'Supervisors have been alerted. Keep going; one will be with you shortly.',
-  nobody:
+  requested: _('Supervisors have been alerted. Keep going; one will be with you shortly.'),
+  nobody: _(
     'No supervisor is online right now. The request stays open and reaches the next one who signs in. If you need help at once, call your coordinator.',
-  acknowledged: (name) => `${name} saw your request and is with you.`,
+  ),
+  acknowledged: (name) => _('%(name)s saw your request and is with you.', { name }),
 };
 
 // Returns the "Need support" button and the status line under it.
@@ -18,8 +23,8 @@ export function buildSupportControls(onRequest) {
 
   const button = document.createElement('button');
   button.type = 'button';
-  button.textContent = 'Need support';
-  button.title = 'Alert the supervisors on duty about this chat';
+  button.textContent = _('Need support');
+  button.title = _('Alert the supervisors on duty about this chat');
   button.addEventListener('click', onRequest);
 
   const status = document.createElement('p');
@@ -37,12 +42,12 @@ export function buildHardChatControl(onMark) {
 
   const button = document.createElement('button');
   button.type = 'button';
-  button.textContent = 'This chat was hard — take a break';
+  button.textContent = _('This chat was hard — take a break');
   button.addEventListener('click', onMark);
 
   const note = document.createElement('p');
   note.className = 'hint';
-  note.textContent = 'Supervisors are told, and no new chats are offered to you during the break.';
+  note.textContent = _('Supervisors are told, and no new chats are offered to you during the break.');
 
   element.append(button, note);
   return { element, button };
@@ -58,8 +63,8 @@ export function buildWhisperElement(frame, timeElement) {
   meta.className = 'message-meta';
   const sender = document.createElement('span');
   sender.className = 'message-sender';
-  const author = typeof frame.author === 'string' ? frame.author : 'A supervisor';
-  sender.textContent = `Whisper from ${author} — the visitor does not see this`;
+  const author = typeof frame.author === 'string' ? frame.author : _('A supervisor');
+  sender.textContent = _('Whisper from %(author)s — the visitor does not see this', { author });
   meta.append(sender, ' ', timeElement);
 
   const text = document.createElement('p');

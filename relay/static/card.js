@@ -4,6 +4,8 @@
 // nodes and links whose addresses are checked here.
 
 const PHONE_PATTERN = /^\+?[0-9 ]{1,20}$/;
+// English labels of the details. Pages in other languages pass their own translated
+// `labels` to buildResourceCard, from their script's _() calls.
 const LABELS = { phone: "Phone", email: "E-mail", hours: "Hours", website: "Website", link: "Read more" };
 
 // Returns true when `card` has the string fields a card frame carries.

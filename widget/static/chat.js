@@ -32,6 +32,14 @@ const ENDED_REASON_TEXTS = {
   volunteer: _("The volunteer ended the chat."),
   abandoned: _("The chat was closed because the connection was lost for too long."),
 };
+// The labels of a resource card's details; card.js shows them as given.
+const CARD_LABELS = {
+  phone: _("Phone"),
+  email: _("E-mail"),
+  hours: _("Hours"),
+  website: _("Website"),
+  link: _("Read more"),
+};
 const GENERIC_ERROR_TEXT = _("Something went wrong. Please try again.");
 const EMPTY_MESSAGE_TEXT = _("Please write a message before sending.");
 const TOO_LONG_TEXT = _("That message is too long. Please shorten it to %(max)s characters or fewer.", {
@@ -653,7 +661,7 @@ function createMessageItem(sender, body, sentAt, volunteerName = null, card = nu
   status.className = "message-status";
   meta.append(author, " ", time, " ", status);
   if (card) {
-    item.append(meta, buildResourceCard(card, { site: dom.chat.dataset.site || "" }));
+    item.append(meta, buildResourceCard(card, { site: dom.chat.dataset.site || "", labels: CARD_LABELS }));
   } else {
     const text = document.createElement("p");
     text.className = "message-body";

@@ -3,14 +3,20 @@
 // background, so the chat page stays as it is. chat.js shows the form when a chat
 // ends and fills in its token.
 
+import { readJsonBlock, translator } from "/static/text.js";
+
+// Texts in the page's language, from the JSON block #feedback-text that the relay fills
+// from this file's _() calls.
+const _ = translator(readJsonBlock("feedback-text"));
+
 const form = document.getElementById("feedback-form");
 const thanks = document.getElementById("feedback-thanks");
 const errorText = document.getElementById("feedback-error");
 
 const ERROR_TEXTS = {
-  400: "Choose an answer to at least one question.",
+  400: _("Choose an answer to at least one question."),
 };
-const GENERIC_ERROR_TEXT = "The answers could not be sent. Please try again.";
+const GENERIC_ERROR_TEXT = _("The answers could not be sent. Please try again.");
 
 async function submitFeedback(event) {
   event.preventDefault();
