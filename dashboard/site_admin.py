@@ -78,21 +78,31 @@ async def add_site(request: Request) -> Response:
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, None, 400)
-    store = staff.services.store
-    site = await store.add_site(
+    site = await staff.services.store.add_site(
         new_site_key(), fields.name, fields.origins, fields.exit_url
     )
+    return await _save_site(staff, site.id, fields, "site.add", "added")
+
+
+async def _save_site(
+    staff: Staff, site_id: int, fields: SiteFields, action: str, verb: str
+) -> Response:
+    """Store the form's settings, audit ``action`` and redirect to the embed page.
+
+    ``verb`` is the past tense that the log line uses for the action.
+    """
+    store = staff.services.store
     await store.update_site(
-        site.id,
+        site_id,
         name=fields.name,
         origins=fields.origins,
         exit_url=fields.exit_url,
         greeting=fields.greeting,
         brand_colour=fields.brand_colour,
     )
-    await store.record_audit(staff.volunteer.id, "site.add", "site", site.id)
-    logger.info("admin %d: added site %d", staff.volunteer.id, site.id)
-    return RedirectResponse(f"/dashboard/admin/sites/{site.id}/embed", status_code=303)
+    await store.record_audit(staff.volunteer.id, action, "site", site_id)
+    logger.info("admin %d: %s site %d", staff.volunteer.id, verb, site_id)
+    return RedirectResponse(f"/dashboard/admin/sites/{site_id}/embed", status_code=303)
 
 
 async def _site_of(request: Request, staff: Staff) -> Site | None:
@@ -124,18 +134,7 @@ async def update_site(request: Request) -> Response:
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, site, 400)
-    store = staff.services.store
-    await store.update_site(
-        site.id,
-        name=fields.name,
-        origins=fields.origins,
-        exit_url=fields.exit_url,
-        greeting=fields.greeting,
-        brand_colour=fields.brand_colour,
-    )
-    await store.record_audit(staff.volunteer.id, "site.update", "site", site.id)
-    logger.info("admin %d: updated site %d", staff.volunteer.id, site.id)
-    return RedirectResponse(f"/dashboard/admin/sites/{site.id}/embed", status_code=303)
+    return await _save_site(staff, site.id, fields, "site.update", "updated")
 
 
 def csp_entries(public_url: str) -> dict[str, str]:
