@@ -105,11 +105,13 @@ async def _save_site(
     return RedirectResponse(f"/dashboard/admin/sites/{site_id}/embed", status_code=303)
 
 
-async def _site_of(request: Request, staff: Staff) -> Site | None:
+async def _site_of(request: Request, staff: Staff) -> Site | Response:
+    """Return the site that the ``{id}`` path parameter names, or the 404 page."""
     site_id = path_id(request)
-    if site_id is None:
-        return None
-    return await staff.services.store.get_site(site_id)
+    site = None if site_id is None else await staff.services.store.get_site(site_id)
+    if site is None:
+        return not_found(request, staff, _("This site does not exist."))
+    return site
 
 
 async def edit_site_page(request: Request) -> Response:
@@ -117,8 +119,8 @@ async def edit_site_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     return _form_page(request, checked, _fields_of(site), site)
 
 
@@ -129,8 +131,8 @@ async def update_site(request: Request) -> Response:
         return checked
     staff, form = checked
     site = await _site_of(request, staff)
-    if site is None:
-        return not_found(request, staff, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, site, 400)
@@ -155,8 +157,8 @@ async def embed_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     public_url = checked.services.settings.public_url.rstrip("/")
     response = render(
         request,
@@ -185,8 +187,8 @@ async def preview_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     origin = serving_origin(request, checked.services.settings)
     context: dict[str, Any] = {
         "site": site,
