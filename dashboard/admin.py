@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.requests import Request
@@ -103,6 +104,34 @@ async def accounts_page(
     )
 
 
+async def _change_account(
+    request: Request,
+    staff: Staff,
+    volunteer_id: int,
+    change: Awaitable[bool],
+    description: str,
+) -> Response | None:
+    """Await a store change of an account; return None, or the page of its error.
+
+    The store raises ``ValueError`` when the change would leave no active admin,
+    and returns False for an unknown account. ``description`` names the change
+    in the log line of a rejection.
+    """
+    try:
+        changed = await change
+    except ValueError:
+        logger.info(
+            "admin %d: %s volunteer %d rejected: last active admin",
+            staff.volunteer.id,
+            description,
+            volunteer_id,
+        )
+        return await accounts_page(request, staff, _last_admin_text(), 400)
+    if not changed:
+        return not_found(request, staff, _("This account does not exist."))
+    return None
+
+
 async def set_active(request: Request) -> Response:
     """Deactivate or reactivate an account.
 
@@ -118,17 +147,10 @@ async def set_active(request: Request) -> Response:
     if volunteer_id is None or active not in ("0", "1"):
         return not_found(request, staff, _("This account does not exist."))
     store = staff.services.store
-    try:
-        changed = await store.set_volunteer_active(volunteer_id, active == "1")
-    except ValueError:
-        logger.info(
-            "admin %d: deactivating volunteer %d rejected: last active admin",
-            staff.volunteer.id,
-            volunteer_id,
-        )
-        return await accounts_page(request, staff, _last_admin_text(), 400)
-    if not changed:
-        return not_found(request, staff, _("This account does not exist."))
+    change = store.set_volunteer_active(volunteer_id, active == "1")
+    failed = await _change_account(request, staff, volunteer_id, change, "deactivating")
+    if failed is not None:
+        return failed
     if active == "0":
         await staff.services.chat.sign_out(volunteer_id)
     action = "account.reactivate" if active == "1" else "account.deactivate"
@@ -148,17 +170,12 @@ async def set_role(request: Request) -> Response:
     if volunteer_id is None or role not in ROLE_RANK:
         return not_found(request, staff, _("This account does not exist."))
     store = staff.services.store
-    try:
-        changed = await store.set_volunteer_role(volunteer_id, role)
-    except ValueError:
-        logger.info(
-            "admin %d: role change of volunteer %d rejected: last active admin",
-            staff.volunteer.id,
-            volunteer_id,
-        )
-        return await accounts_page(request, staff, _last_admin_text(), 400)
-    if not changed:
-        return not_found(request, staff, _("This account does not exist."))
+    change = store.set_volunteer_role(volunteer_id, role)
+    failed = await _change_account(
+        request, staff, volunteer_id, change, "role change of"
+    )
+    if failed is not None:
+        return failed
     await store.record_audit(
         staff.volunteer.id, f"account.role.{role}", "volunteer", volunteer_id
     )

@@ -78,28 +78,40 @@ async def add_site(request: Request) -> Response:
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, None, 400)
-    store = staff.services.store
-    site = await store.add_site(
+    site = await staff.services.store.add_site(
         new_site_key(), fields.name, fields.origins, fields.exit_url
     )
+    return await _save_site(staff, site.id, fields, "site.add", "added")
+
+
+async def _save_site(
+    staff: Staff, site_id: int, fields: SiteFields, action: str, verb: str
+) -> Response:
+    """Store the form's settings, audit ``action`` and redirect to the embed page.
+
+    ``verb`` is the past tense that the log line uses for the action.
+    """
+    store = staff.services.store
     await store.update_site(
-        site.id,
+        site_id,
         name=fields.name,
         origins=fields.origins,
         exit_url=fields.exit_url,
         greeting=fields.greeting,
         brand_colour=fields.brand_colour,
     )
-    await store.record_audit(staff.volunteer.id, "site.add", "site", site.id)
-    logger.info("admin %d: added site %d", staff.volunteer.id, site.id)
-    return RedirectResponse(f"/dashboard/admin/sites/{site.id}/embed", status_code=303)
+    await store.record_audit(staff.volunteer.id, action, "site", site_id)
+    logger.info("admin %d: %s site %d", staff.volunteer.id, verb, site_id)
+    return RedirectResponse(f"/dashboard/admin/sites/{site_id}/embed", status_code=303)
 
 
-async def _site_of(request: Request, staff: Staff) -> Site | None:
+async def _site_of(request: Request, staff: Staff) -> Site | Response:
+    """Return the site that the ``{id}`` path parameter names, or the 404 page."""
     site_id = path_id(request)
-    if site_id is None:
-        return None
-    return await staff.services.store.get_site(site_id)
+    site = None if site_id is None else await staff.services.store.get_site(site_id)
+    if site is None:
+        return not_found(request, staff, _("This site does not exist."))
+    return site
 
 
 async def edit_site_page(request: Request) -> Response:
@@ -107,8 +119,8 @@ async def edit_site_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     return _form_page(request, checked, _fields_of(site), site)
 
 
@@ -119,23 +131,12 @@ async def update_site(request: Request) -> Response:
         return checked
     staff, form = checked
     site = await _site_of(request, staff)
-    if site is None:
-        return not_found(request, staff, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     fields = parse_site_form(form)
     if fields.errors:
         return _form_page(request, staff, fields, site, 400)
-    store = staff.services.store
-    await store.update_site(
-        site.id,
-        name=fields.name,
-        origins=fields.origins,
-        exit_url=fields.exit_url,
-        greeting=fields.greeting,
-        brand_colour=fields.brand_colour,
-    )
-    await store.record_audit(staff.volunteer.id, "site.update", "site", site.id)
-    logger.info("admin %d: updated site %d", staff.volunteer.id, site.id)
-    return RedirectResponse(f"/dashboard/admin/sites/{site.id}/embed", status_code=303)
+    return await _save_site(staff, site.id, fields, "site.update", "updated")
 
 
 def csp_entries(public_url: str) -> dict[str, str]:
@@ -156,8 +157,8 @@ async def embed_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     public_url = checked.services.settings.public_url.rstrip("/")
     response = render(
         request,
@@ -186,8 +187,8 @@ async def preview_page(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     site = await _site_of(request, checked)
-    if site is None:
-        return not_found(request, checked, _("This site does not exist."))
+    if isinstance(site, Response):
+        return site
     origin = serving_origin(request, checked.services.settings)
     context: dict[str, Any] = {
         "site": site,

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from relay.crypto import DecryptionError
-from relay.store import Store, StoreError, utc_now
+from relay.store import Store, StoreError, from_row, utc_now
 
 logger = logging.getLogger("relay.casestore")
 
@@ -113,11 +113,11 @@ class CaseStore:
         if kind is not None:
             sql += " WHERE kind = ?"
             params = (kind,)
-        rows = await self._store._fetchall(sql + " ORDER BY kind, position, id", params)
+        rows = await self._store.fetchall(sql + " ORDER BY kind, position, id", params)
         return [_label(row) for row in rows]
 
     async def get_label(self, label_id: int) -> Label | None:
-        row = await self._store._fetchone(
+        row = await self._store.fetchone(
             "SELECT * FROM case_labels WHERE id = ?", (label_id,)
         )
         return _label(row) if row else None
@@ -127,7 +127,7 @@ class CaseStore:
         if kind not in LABEL_KINDS:
             raise LabelError(f"The kind {kind!r} is invalid; use category or referral.")
         cleaned = clean_label_name(name)
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             if await tx.fetchone(
                 "SELECT 1 FROM case_labels WHERE kind = ? AND name = ?",
                 (kind, cleaned),
@@ -151,7 +151,7 @@ class CaseStore:
         Statistics count labels by id, so old conversations show the new name.
         """
         cleaned = clean_label_name(name)
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT kind FROM case_labels WHERE id = ?", (label_id,)
             )
@@ -173,7 +173,7 @@ class CaseStore:
         Retired labels stay on the notes and in the statistics that use them.
         Returns False for an unknown id.
         """
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             cursor = await tx.execute(
                 "UPDATE case_labels SET retired_at = ? WHERE id = ?",
                 (utc_now() if retired else None, label_id),
@@ -187,10 +187,10 @@ class CaseStore:
 
         Raises ``StoreError`` when the note cannot be decrypted.
         """
-        row = await self._store._fetchone(
+        row = await self._store.fetchone(
             "SELECT * FROM case_notes WHERE conversation_id = ?", (conversation_id,)
         )
-        label_rows = await self._store._fetchall(
+        label_rows = await self._store.fetchall(
             "SELECT label_id FROM statistic_labels JOIN conversation_statistics s"
             " ON s.id = statistic_id WHERE s.conversation_id = ?",
             (conversation_id,),
@@ -225,7 +225,7 @@ class CaseStore:
                 f" {MAX_NOTE_CHARS:,} or fewer."
             )
         sealed = self._seal_note(note, conversation_id)
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT s.id FROM conversation_statistics s JOIN conversations c"
                 " ON c.id = s.conversation_id WHERE c.id = ?"
@@ -281,29 +281,23 @@ class CaseStore:
             sql += " AND n.conversation_id IS NULL"
         sql += " ORDER BY c.ended_at DESC LIMIT ?"
         params.append(limit)
-        rows = await self._store._fetchall(sql, tuple(params))
+        rows = await self._store.fetchall(sql, tuple(params))
         return [
-            ClosedConversation(
+            from_row(
+                ClosedConversation,
+                row,
                 conversation_id=row["id"],
-                site_id=row["site_id"],
-                volunteer_id=row["volunteer_id"],
-                created_at=row["created_at"],
-                ended_at=row["ended_at"],
                 has_note=bool(row["has_note"]),
             )
             for row in rows
         ]
 
     def _seal_note(self, note: str, conversation_id: str) -> str:
-        cipher = self._store._cipher
-        if cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self._store.data_cipher()
         return cipher.encrypt(note, _note_context(conversation_id))
 
     def _open_note(self, stored: str, conversation_id: str) -> str:
-        cipher = self._store._cipher
-        if cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self._store.data_cipher()
         try:
             return cipher.decrypt(stored, _note_context(conversation_id))
         except DecryptionError as error:
@@ -316,10 +310,8 @@ class CaseStore:
 
         Raises ``StoreError`` when a note cannot be decrypted with any key.
         """
-        cipher = self._store._cipher
-        if cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        rows = await self._store._fetchall(
+        cipher = self._store.data_cipher()
+        rows = await self._store.fetchall(
             "SELECT conversation_id, note FROM case_notes"
         )
         count = 0
@@ -330,7 +322,7 @@ class CaseStore:
             sealed = self._seal_note(
                 self._open_note(row["note"], conversation_id), conversation_id
             )
-            async with self._store._transaction() as tx:
+            async with self._store.transaction() as tx:
                 await tx.execute(
                     "UPDATE case_notes SET note = ? WHERE conversation_id = ?"
                     " AND note = ?",
@@ -351,7 +343,7 @@ class CaseStore:
         """
         if rating is not None and not 1 <= rating <= 5:
             raise ValueError(f"The rating {rating} is invalid; use 1 to 5.")
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             cursor = await tx.execute(
                 "UPDATE conversation_statistics SET feedback_given = 1, helped = ?,"
                 " rating = ? WHERE conversation_id = ? AND feedback_given = 0"
@@ -364,7 +356,7 @@ class CaseStore:
 
     async def open_availability(self, volunteer_id: int, at: str | None = None) -> None:
         """Start an interval of the volunteer's available time, unless one is open."""
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             if await tx.fetchone(
                 "SELECT 1 FROM availability_intervals"
                 " WHERE volunteer_id = ? AND ended_at IS NULL",
@@ -386,7 +378,7 @@ class CaseStore:
         if volunteer_id is not None:
             sql += " AND volunteer_id = ?"
             params = (*params, volunteer_id)
-        async with self._store._transaction() as tx:
+        async with self._store.transaction() as tx:
             cursor = await tx.execute(sql, params)
             return int(cursor.rowcount)
 
@@ -397,7 +389,7 @@ class CaseStore:
 
         An interval that is still open has the end None.
         """
-        rows = await self._store._fetchall(
+        rows = await self._store.fetchall(
             "SELECT started_at, ended_at FROM availability_intervals"
             " WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?)"
             " ORDER BY started_at",
@@ -412,7 +404,7 @@ class CaseStore:
 
         Both bounds are UTC in the form ``YYYY-MM-DDTHH:MMZ``.
         """
-        rows = await self._store._fetchall(
+        rows = await self._store.fetchall(
             "SELECT s.*, group_concat(l.label_id) AS label_ids"
             " FROM conversation_statistics s"
             " LEFT JOIN statistic_labels l ON l.statistic_id = s.id"
@@ -424,25 +416,14 @@ class CaseStore:
 
 
 def _label(row: sqlite3.Row) -> Label:
-    return Label(
-        id=row["id"],
-        kind=row["kind"],
-        name=row["name"],
-        position=row["position"],
-        retired=row["retired_at"] is not None,
-    )
+    return from_row(Label, row, retired=row["retired_at"] is not None)
 
 
 def _statistic_row(row: sqlite3.Row) -> StatisticRow:
     label_text = row["label_ids"] or ""
-    return StatisticRow(
-        started_at=row["started_at"],
-        site_id=row["site_id"],
-        channel=row["channel"],
-        wait_seconds=row["wait_seconds"],
-        total_seconds=row["total_seconds"],
-        end_reason=row["end_reason"],
+    return from_row(
+        StatisticRow,
+        row,
         helped=None if row["helped"] is None else bool(row["helped"]),
-        rating=row["rating"],
         label_ids=frozenset(int(part) for part in label_text.split(",") if part),
     )

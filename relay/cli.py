@@ -342,6 +342,23 @@ def serve(settings: Settings) -> None:
     uvicorn.run(app, **uvicorn_options(settings))
 
 
+def _add_account_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that every command creating an account takes."""
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        choices=range(1, 21),
+        metavar="N",
+        default=None,
+        help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vso",
@@ -357,25 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--display-name", required=True, help="pseudonym shown to visitors"
     )
-    add.add_argument(
-        "--capacity",
-        type=int,
-        choices=range(1, 21),
-        metavar="N",
-        default=None,
-        help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
-    )
+    _add_account_options(add)
     add.add_argument(
         "--role",
         choices=("volunteer", "supervisor", "admin"),
         default="volunteer",
         help="volunteer (the default), supervisor or admin; supervisors and admins"
         " must set up two-factor sign-in at their first sign-in",
-    )
-    add.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of standard input",
     )
     volunteer_commands.add_parser("list", help="list volunteers")
 
@@ -388,19 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_add_parser.add_argument(
         "--display-name", required=True, help="name shown to other staff and visitors"
     )
-    admin_add_parser.add_argument(
-        "--capacity",
-        type=int,
-        choices=range(1, 21),
-        metavar="N",
-        default=None,
-        help="chats at once, 1 to 20 (default: VSO_DEFAULT_CAPACITY)",
-    )
-    admin_add_parser.add_argument(
-        "--password-stdin",
-        action="store_true",
-        help="read the password from the first line of standard input",
-    )
+    _add_account_options(admin_add_parser)
 
     site = commands.add_parser("site", help="manage partner sites")
     site_commands = site.add_subparsers(dest="action", required=True)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from relay.mailparse import normalise_address
+from relay.settingvalues import SettingsError, parse_int
 
 TLS_MODES = ("tls", "starttls", "none")
 IMAP_PORTS = {"tls": 993, "starttls": 143, "none": 143}
@@ -23,20 +24,8 @@ MIN_MAX_BYTES = 10 * 1024
 MAX_MAX_BYTES = 50 * 1024 * 1024
 
 
-class MailSettingsError(ValueError):
+class MailSettingsError(SettingsError):
     """A ``VSO_MAIL_*`` variable contains a value the relay cannot run with."""
-
-
-def _int(name: str, raw: str, minimum: int, maximum: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise MailSettingsError(f"{name}={raw!r} is not a whole number.") from None
-    if not minimum <= value <= maximum:
-        raise MailSettingsError(
-            f"{name}={value} is out of range; use {minimum} to {maximum}."
-        )
-    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -90,7 +79,7 @@ def _server(env: Mapping[str, str], prefix: str, default_tls: str) -> dict[str, 
     ports = IMAP_PORTS if prefix == "IMAP" else SMTP_PORTS
     port_variable = f"VSO_MAIL_{prefix}_PORT"
     values[f"mail_{key}_port"] = (
-        _int(port_variable, env[port_variable], 1, 65535)
+        parse_int(port_variable, env[port_variable], 1, 65535)
         if port_variable in env
         else ports[tls]
     )
@@ -109,7 +98,7 @@ def _server(env: Mapping[str, str], prefix: str, default_tls: str) -> dict[str, 
 def parse_mail_settings(env: Mapping[str, str]) -> dict[str, object]:
     """Return the ``mail_*`` fields of ``Settings`` from ``VSO_MAIL_*`` variables.
 
-    Raises ``MailSettingsError`` with a sentence naming the bad variable.
+    Raises ``SettingsError`` with a sentence naming the bad variable.
     """
     values: dict[str, object] = {}
     raw_address = env.get("VSO_MAIL_ADDRESS", "").strip()
@@ -132,7 +121,7 @@ def parse_mail_settings(env: Mapping[str, str]) -> dict[str, object]:
     if "VSO_MAIL_SITE" in env:
         values["mail_site"] = env["VSO_MAIL_SITE"].strip()
     if "VSO_MAIL_MAX_BYTES" in env:
-        values["mail_max_bytes"] = _int(
+        values["mail_max_bytes"] = parse_int(
             "VSO_MAIL_MAX_BYTES",
             env["VSO_MAIL_MAX_BYTES"],
             MIN_MAX_BYTES,
@@ -140,7 +129,7 @@ def parse_mail_settings(env: Mapping[str, str]) -> dict[str, object]:
         )
     if "VSO_MAIL_POLL_SECONDS" in env:
         values["mail_poll_seconds"] = float(
-            _int("VSO_MAIL_POLL_SECONDS", env["VSO_MAIL_POLL_SECONDS"], 1, 86400)
+            parse_int("VSO_MAIL_POLL_SECONDS", env["VSO_MAIL_POLL_SECONDS"], 1, 86400)
         )
     if "VSO_MAIL_IMAP_MAILBOX" in env:
         mailbox = env["VSO_MAIL_IMAP_MAILBOX"].strip()

@@ -105,9 +105,7 @@ class MailStore:
         return self.store._seal_text(text, _context(kind, key))
 
     def _open(self, sealed: str, kind: str, key: str) -> str:
-        cipher = self.store._cipher
-        if cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self.store.data_cipher()
         try:
             return cipher.decrypt(sealed, _context(kind, key))
         except Exception as error:
@@ -117,7 +115,7 @@ class MailStore:
 
     async def last_uid(self, mailbox: str, uidvalidity: int) -> int:
         """Return the highest UID imported from ``mailbox`` at ``uidvalidity``."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             "SELECT COALESCE(MAX(uid), 0) FROM mail_imports"
             " WHERE mailbox = ? AND uidvalidity = ?",
             (mailbox, uidvalidity),
@@ -128,7 +126,7 @@ class MailStore:
         self, mailbox: str, uidvalidity: int, uid: int, message_id_hash: str | None
     ) -> bool:
         """Return True when this UID, or mail with this Message-ID, was imported."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             "SELECT 1 FROM mail_imports WHERE (mailbox = ? AND uidvalidity = ?"
             " AND uid = ?) OR message_id_hash = ?",
             (mailbox, uidvalidity, uid, message_id_hash),
@@ -141,7 +139,7 @@ class MailStore:
         if not token_hashes:
             return {}
         marks = ", ".join("?" * len(token_hashes))
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             "SELECT conversation_id, sender_hash FROM mail_threads"
             f" WHERE token_hash IN ({marks})",
             tuple(token_hashes),
@@ -150,7 +148,7 @@ class MailStore:
 
     async def get_thread(self, conversation_id: str) -> MailThread | None:
         """Return the thread of an e-mail conversation, or None for another kind."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             "SELECT * FROM mail_threads WHERE conversation_id = ?", (conversation_id,)
         )
         if row is None:
@@ -391,7 +389,7 @@ class MailStore:
     async def unqueued_replies(self, limit: int = 100) -> list[Message]:
         """Return volunteers' messages in e-mail conversations not yet in the
         outbox, oldest first."""
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             "SELECT messages.* FROM messages"
             " JOIN mail_threads USING (conversation_id)"
             " WHERE messages.sender = 'volunteer' AND NOT EXISTS ("
@@ -405,7 +403,7 @@ class MailStore:
 
     async def due_outgoing(self, now: str, limit: int = 20) -> list[OutboxEntry]:
         """Return unsent outbox mail whose next attempt is due, oldest first."""
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             "SELECT * FROM mail_outbox WHERE sent_at IS NULL AND next_attempt_at <= ?"
             " ORDER BY next_attempt_at, id LIMIT ?",
             (now, limit),
@@ -427,14 +425,14 @@ class MailStore:
 
     async def next_attempt_at(self) -> str | None:
         """Return when the earliest unsent mail is due, or None when none waits."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             "SELECT MIN(next_attempt_at) FROM mail_outbox WHERE sent_at IS NULL"
         )
         return None if row is None else row[0]
 
     async def mark_sent(self, entry_id: int) -> None:
         """Mark outbox mail sent and drop its content and recipient."""
-        async with self.store._transaction() as tx:
+        async with self.store.transaction() as tx:
             await tx.execute(
                 "UPDATE mail_outbox SET sent_at = ?, attempts = attempts + 1,"
                 " content = '', recipient = '', last_error = NULL WHERE id = ?",
@@ -443,7 +441,7 @@ class MailStore:
 
     async def mark_failed(self, entry_id: int, error: str, retry_at: str) -> None:
         """Record a failed attempt; the mail is tried again at ``retry_at``."""
-        async with self.store._transaction() as tx:
+        async with self.store.transaction() as tx:
             await tx.execute(
                 "UPDATE mail_outbox SET attempts = attempts + 1, last_error = ?,"
                 " next_attempt_at = ? WHERE id = ?",
@@ -452,14 +450,14 @@ class MailStore:
 
     async def outbox_counts(self) -> dict[str, int]:
         """Return how many outbox mails are sent and unsent."""
-        row = await self.store._fetchone(
+        row = await self.store.fetchone(
             "SELECT COUNT(sent_at), COUNT(*) - COUNT(sent_at) FROM mail_outbox"
         )
         return {"sent": int(row[0]), "unsent": int(row[1])} if row else {}
 
     async def deliveries(self, conversation_id: str) -> dict[int, Delivery]:
         """Return the delivery of each reply in a conversation, by sequence number."""
-        rows = await self.store._fetchall(
+        rows = await self.store.fetchall(
             "SELECT seq, sent_at, attempts, last_error FROM mail_outbox"
             " WHERE conversation_id = ? AND kind = 'reply'",
             (conversation_id,),
@@ -490,7 +488,7 @@ async def purge_mail_records(store: Store, cutoff: str) -> tuple[int, int]:
     the next poll starts after its UID. Returns how many import records and
     outbox rows were deleted.
     """
-    async with store._transaction() as tx:
+    async with store.transaction() as tx:
         imports = await tx.execute(
             "DELETE FROM mail_imports WHERE imported_at < ? AND EXISTS ("
             " SELECT 1 FROM mail_imports AS newer"
@@ -523,19 +521,17 @@ async def reseal_mail(store: Store) -> int:
     Erased values of sent mail stay empty. Raises ``StoreError`` when a value
     cannot be decrypted with any configured key.
     """
-    cipher = store._cipher
-    if cipher is None:
-        raise StoreError("The store was opened without a data key.")
+    cipher = store.data_cipher()
     mail = MailStore(store)
     total = 0
     for table, key_column, column, kind in _SEALED_COLUMNS:
-        rows = await store._fetchall(
+        rows = await store.fetchall(
             f"SELECT {key_column}, {column} FROM {table} WHERE {column} != ''"
         )
         stale = [row for row in rows if not cipher.is_current(row[1])]
         for key, sealed in stale:
             value = mail._seal(mail._open(sealed, kind, key), kind, key)
-            async with store._transaction() as tx:
+            async with store.transaction() as tx:
                 await tx.execute(
                     f"UPDATE {table} SET {column} = ? WHERE {key_column} = ?",
                     (value, key),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,13 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
+class ConversationFrame:
+    """A frame whose only field is the conversation it acts on."""
+
+    conversation: str
+
+
+@dataclass(frozen=True)
 class Start:
     pass
 
@@ -100,9 +108,8 @@ class Delete:
     token: str
 
 
-@dataclass(frozen=True)
-class Block:
-    conversation: str
+class Block(ConversationFrame):
+    pass
 
 
 @dataclass(frozen=True)
@@ -115,9 +122,8 @@ class Availability:
     available: bool
 
 
-@dataclass(frozen=True)
-class Accept:
-    conversation: str
+class Accept(ConversationFrame):
+    pass
 
 
 @dataclass(frozen=True)
@@ -130,14 +136,12 @@ class ShareResource:
     language: str
 
 
-@dataclass(frozen=True)
-class NeedSupport:
-    conversation: str
+class NeedSupport(ConversationFrame):
+    pass
 
 
-@dataclass(frozen=True)
-class HardChat:
-    conversation: str
+class HardChat(ConversationFrame):
+    pass
 
 
 @dataclass(frozen=True)
@@ -153,14 +157,12 @@ class Supervise:
     pass
 
 
-@dataclass(frozen=True)
-class Watch:
-    conversation: str
+class Watch(ConversationFrame):
+    pass
 
 
-@dataclass(frozen=True)
-class Unwatch:
-    conversation: str
+class Unwatch(ConversationFrame):
+    pass
 
 
 @dataclass(frozen=True)
@@ -169,14 +171,12 @@ class WhisperNote:
     body: str
 
 
-@dataclass(frozen=True)
-class Join:
-    conversation: str
+class Join(ConversationFrame):
+    pass
 
 
-@dataclass(frozen=True)
-class Leave:
-    conversation: str
+class Leave(ConversationFrame):
+    pass
 
 
 @dataclass(frozen=True)
@@ -387,23 +387,13 @@ def parse_volunteer_frame(
             if not isinstance(available, bool):
                 raise _invalid("Field 'available' must be true or false.")
             return Availability(available=available)
-        case "accept":
-            return Accept(
-                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
-            )
         case "send":
             return _send(data, max_chars, with_conversation=True)
         case "end":
-            return End(
-                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
-            )
-        case "block":
-            return Block(
-                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN)
-            )
+            return End(conversation=_conversation(data))
         case "resource":
             return ShareResource(
-                conversation=_string(data, "conversation", CONVERSATION_ID_PATTERN),
+                conversation=_conversation(data),
                 client_id=_string(data, "client_id", CLIENT_ID_PATTERN),
                 resource=_string(data, "resource", RESOURCE_ID_PATTERN),
                 language=_string(data, "language", LANGUAGE_PATTERN),
@@ -424,42 +414,47 @@ def _positive_int(data: dict[str, Any], name: str) -> int:
     return value
 
 
+def _conversation(data: dict[str, Any]) -> str:
+    return _string(data, "conversation", CONVERSATION_ID_PATTERN)
+
+
+# The dashboard frames that carry nothing but a conversation id.
+_CONVERSATION_FRAMES: dict[str, Callable[[str], VolunteerFrame]] = {
+    "accept": Accept,
+    "block": Block,
+    "need_support": NeedSupport,
+    "hard_chat": HardChat,
+    "watch": Watch,
+    "unwatch": Unwatch,
+    "join": Join,
+    "leave": Leave,
+}
+
+
 def _parse_staff_frame(data: dict[str, Any], max_chars: int) -> VolunteerFrame:
-    """Parse the wellbeing and supervision frames of a dashboard."""
-
-    def conversation() -> str:
-        return _string(data, "conversation", CONVERSATION_ID_PATTERN)
-
+    """Parse a dashboard's frames that act on one conversation, and its wellbeing
+    and supervision frames."""
+    frame_class = _CONVERSATION_FRAMES.get(data["type"])
+    if frame_class is not None:
+        return frame_class(_conversation(data))
     match data["type"]:
-        case "need_support":
-            return NeedSupport(conversation=conversation())
-        case "hard_chat":
-            return HardChat(conversation=conversation())
         case "end_break":
             return EndBreak()
         case "supervise":
             return Supervise()
-        case "watch":
-            return Watch(conversation=conversation())
-        case "unwatch":
-            return Unwatch(conversation=conversation())
         case "whisper":
-            target = conversation()
+            target = _conversation(data)
             try:
                 body = clean_body(data.get("body"), max_chars=max_chars)
             except ProtocolError as error:
                 error.conversation = target
                 raise
             return WhisperNote(conversation=target, body=body)
-        case "join":
-            return Join(conversation=conversation())
-        case "leave":
-            return Leave(conversation=conversation())
         case "supervisor_send":
             return SupervisorSend(send=_send(data, max_chars, with_conversation=True))
         case "transfer":
             return Transfer(
-                conversation=conversation(),
+                conversation=_conversation(data),
                 volunteer=_positive_int(data, "volunteer"),
             )
         case "acknowledge":

@@ -16,6 +16,8 @@ from relay.crypto import DataCipher
 from relay.mailsettings import DEFAULT_MAX_BYTES, MailSettingsError, parse_mail_settings
 from relay.protocol import FRAME_OVERHEAD_BYTES, JSON_BYTES_PER_CHAR
 from relay.resources import CONTENT_DIR
+from relay.settingvalues import SettingsError as SettingsError
+from relay.settingvalues import parse_int as _parse_int
 from relay.sites import normalise_origin
 
 logger = logging.getLogger("relay.settings")
@@ -33,10 +35,6 @@ def ws_origin(http_origin: str) -> str:
     """Return the WebSocket origin for an http or https origin."""
     scheme, _, rest = http_origin.partition("://")
     return ("wss://" if scheme == "https" else "ws://") + rest
-
-
-class SettingsError(ValueError):
-    """A ``VSO_*`` variable contains a value the relay cannot run with."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -122,18 +120,6 @@ class Settings:
     def public_ws_url(self) -> str:
         """Return ``public_url`` with the WebSocket scheme."""
         return ws_origin(self.public_url.rstrip("/"))
-
-
-def _parse_int(name: str, raw: str, minimum: int, maximum: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number.") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(
-            f"{name}={value} is out of range; use {minimum} to {maximum}."
-        )
-    return value
 
 
 def _parse_seconds(name: str, raw: str) -> float:

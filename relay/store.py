@@ -23,10 +23,10 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
@@ -34,9 +34,13 @@ from relay.crypto import PREFIX as SEALED_PREFIX
 from relay.crypto import DataCipher, DecryptionError
 from relay.hours import Interval, Schedule
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 logger = logging.getLogger("relay.store")
 
 T = TypeVar("T")
+D = TypeVar("D", bound="DataclassInstance")
 
 BUSY_TIMEOUT_MS = 5000
 # Checkpoints copy the WAL into the database file and sync it to disk, which
@@ -547,16 +551,6 @@ class SavedReply:
     updated_at: str
 
 
-def _saved_reply(row: sqlite3.Row) -> SavedReply:
-    return SavedReply(
-        id=row["id"],
-        language=row["language"],
-        title=row["title"],
-        body=row["body"],
-        updated_at=row["updated_at"],
-    )
-
-
 @dataclass(frozen=True)
 class AuditEntry:
     """One administrative or supervisory action: who, what, when and on what."""
@@ -638,74 +632,29 @@ class Load:
     hard_week: int = 0
 
 
+def from_row(cls: type[D], row: sqlite3.Row, **computed: Any) -> D:
+    """Build the dataclass ``cls`` from the row's columns named like its fields.
+
+    ``computed`` gives the fields whose value is not the column of that name.
+    Raises ``IndexError`` when the row lacks a column for another field.
+    """
+    values = {
+        item.name: row[item.name] for item in fields(cls) if item.name not in computed
+    }
+    return cls(**values, **computed)
+
+
 def _volunteer(row: sqlite3.Row) -> Volunteer:
-    return Volunteer(
-        id=row["id"],
-        username=row["username"],
-        display_name=row["display_name"],
-        password_hash=row["password_hash"],
-        role=row["role"],
-        capacity=row["capacity"],
+    return from_row(
+        Volunteer,
+        row,
         active=bool(row["active"]),
-        created_at=row["created_at"],
         totp_enabled=row["totp_secret"] is not None,
     )
 
 
 def _site(row: sqlite3.Row) -> Site:
-    return Site(
-        id=row["id"],
-        key=row["key"],
-        name=row["name"],
-        origins=tuple(json.loads(row["origins"])),
-        created_at=row["created_at"],
-        exit_url=row["exit_url"],
-        greeting=row["greeting"],
-        brand_colour=row["brand_colour"],
-        language=row["language"],
-    )
-
-
-def _invitation(row: sqlite3.Row) -> Invitation:
-    return Invitation(
-        id=row["id"],
-        role=row["role"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        used_at=row["used_at"],
-        revoked_at=row["revoked_at"],
-        volunteer_id=row["volunteer_id"],
-    )
-
-
-def _audit_entry(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
-        id=row["id"],
-        created_at=row["created_at"],
-        actor_id=row["actor_id"],
-        actor_name=row["actor_name"],
-        action=row["action"],
-        target_kind=row["target_kind"],
-        target_id=row["target_id"],
-    )
-
-
-def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        site_id=row["site_id"],
-        status=row["status"],
-        volunteer_id=row["volunteer_id"],
-        queue_key=row["queue_key"],
-        last_seq=row["last_seq"],
-        created_at=row["created_at"],
-        assigned_at=row["assigned_at"],
-        ended_at=row["ended_at"],
-        end_reason=row["end_reason"],
-        channel=row["channel"],
-        language=row["language"],
-    )
+    return from_row(Site, row, origins=tuple(json.loads(row["origins"])))
 
 
 # Every inbox column that ``_inbox_entry`` reads, joined to its conversation.
@@ -719,17 +668,9 @@ _INBOX_SELECT = (
 
 
 def _inbox_entry(row: sqlite3.Row) -> InboxEntry:
-    return InboxEntry(
-        conversation_id=row["conversation_id"],
-        site_id=row["site_id"],
-        channel=row["channel"],
-        state=row["state"],
-        claimed_by=row["claimed_by"],
-        claimed_by_name=row["claimed_by_name"],
-        claimed_at=row["claimed_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_seq=row["last_seq"],
+    return from_row(
+        InboxEntry,
+        row,
         has_notify_address=row["notify_address"] is not None,
         blocked=row["blocked_at"] is not None,
     )
@@ -941,6 +882,18 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"The database read failed: {error}") from error
 
+    # The stores that share this connection (relay/casestore.py and
+    # relay/mailstore.py) call these, so that their writes take the same lock.
+    transaction = _transaction
+    fetchone = _fetchone
+    fetchall = _fetchall
+
+    def data_cipher(self) -> DataCipher:
+        """Return the data cipher; raises ``StoreError`` without a data key."""
+        if self._cipher is None:
+            raise StoreError("The store was opened without a data key.")
+        return self._cipher
+
     async def check_writable(self) -> None:
         """Write one row, proving the database accepts writes; raises StoreError."""
         async with self._transaction() as tx:
@@ -1139,7 +1092,7 @@ class Store:
         row = await self._fetchone(
             "SELECT * FROM invitations WHERE id = ?", (invitation_id,)
         )
-        return _invitation(row) if row else None
+        return from_row(Invitation, row) if row else None
 
     async def get_open_invitation(self, token_hash: str) -> Invitation | None:
         """Return the unused, unrevoked, unexpired invitation with this hash."""
@@ -1148,7 +1101,7 @@ class Store:
             " AND revoked_at IS NULL AND expires_at > ?",
             (token_hash, utc_now()),
         )
-        return _invitation(row) if row else None
+        return from_row(Invitation, row) if row else None
 
     async def list_pending_invitations(self) -> list[Invitation]:
         """Return the invitations still usable, oldest first."""
@@ -1157,7 +1110,7 @@ class Store:
             " AND expires_at > ? ORDER BY id",
             (utc_now(),),
         )
-        return [_invitation(row) for row in rows]
+        return [from_row(Invitation, row) for row in rows]
 
     async def revoke_invitation(self, invitation_id: int) -> bool:
         """Revoke a usable invitation; False when unknown, used or revoked."""
@@ -1222,9 +1175,8 @@ class Store:
         self, volunteer_id: int, secret: str, recovery_code_hashes: list[str]
     ) -> None:
         """Store a volunteer's TOTP secret, sealed, with new recovery codes."""
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        sealed = self._cipher.encrypt(secret, f"totp:{volunteer_id}")
+        cipher = self.data_cipher()
+        sealed = cipher.encrypt(secret, f"totp:{volunteer_id}")
         async with self._transaction() as tx:
             await tx.execute(
                 "UPDATE volunteers SET totp_secret = ?, totp_last_step = 0"
@@ -1248,10 +1200,9 @@ class Store:
         )
         if row is None or row[0] is None:
             return None
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self.data_cipher()
         try:
-            return self._cipher.decrypt(row[0], f"totp:{volunteer_id}")
+            return cipher.decrypt(row[0], f"totp:{volunteer_id}")
         except DecryptionError as error:
             raise StoreError(
                 f"The TOTP secret of volunteer {volunteer_id} cannot be decrypted:"
@@ -1417,7 +1368,7 @@ class Store:
         row = await self._fetchone(
             "SELECT * FROM conversations WHERE id = ?", (conversation_id,)
         )
-        return _conversation(row) if row else None
+        return from_row(Conversation, row) if row else None
 
     async def get_conversation_by_token_hash(
         self, token_hash: str
@@ -1425,7 +1376,7 @@ class Store:
         row = await self._fetchone(
             "SELECT * FROM conversations WHERE token_hash = ?", (token_hash,)
         )
-        return _conversation(row) if row else None
+        return from_row(Conversation, row) if row else None
 
     async def list_open_conversations(self) -> list[Conversation]:
         """Return queued and active chats, queued ones in queue order."""
@@ -1433,7 +1384,7 @@ class Store:
             "SELECT * FROM conversations WHERE status IN ('queued', 'active')"
             " AND channel = 'chat' ORDER BY queue_key"
         )
-        return [_conversation(row) for row in rows]
+        return [from_row(Conversation, row) for row in rows]
 
     async def assign_conversation(
         self, conversation_id: str, volunteer_id: int, at: str | None = None
@@ -1648,16 +1599,14 @@ class Store:
         return [self._message(row) for row in rows]
 
     def _seal(self, body: str, conversation_id: str, seq: int) -> str:
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        return self._cipher.encrypt(body, _message_context(conversation_id, seq))
+        cipher = self.data_cipher()
+        return cipher.encrypt(body, _message_context(conversation_id, seq))
 
     def _seal_resource(self, message: Message) -> str | None:
         if message.resource is None:
             return None
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        return self._cipher.encrypt(
+        cipher = self.data_cipher()
+        return cipher.encrypt(
             json.dumps(message.resource, ensure_ascii=False),
             _resource_context(message.conversation_id, message.seq),
         )
@@ -1666,11 +1615,10 @@ class Store:
         sealed = row["resource"]
         if sealed is None:
             return None
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self.data_cipher()
         try:
             card = json.loads(
-                self._cipher.decrypt(
+                cipher.decrypt(
                     sealed, _resource_context(row["conversation_id"], row["seq"])
                 )
             )
@@ -1691,10 +1639,9 @@ class Store:
         # Bodies written before encryption at rest stay readable until
         # `vso rotate-key` seals them.
         if body.startswith(SEALED_PREFIX + ":"):
-            if self._cipher is None:
-                raise StoreError("The store was opened without a data key.")
+            cipher = self.data_cipher()
             try:
-                body = self._cipher.decrypt(
+                body = cipher.decrypt(
                     body, _message_context(row["conversation_id"], row["seq"])
                 )
             except DecryptionError as error:
@@ -1720,9 +1667,8 @@ class Store:
         Works in transactions of ``batch`` rows, so a relay can keep running.
         Raises ``StoreError`` when a body cannot be decrypted with any key.
         """
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        prefix = f"{SEALED_PREFIX}:{self._cipher.current_key_id}:"
+        cipher = self.data_cipher()
+        prefix = f"{SEALED_PREFIX}:{cipher.current_key_id}:"
         total = 0
         while True:
             async with self._transaction() as tx:
@@ -1753,9 +1699,8 @@ class Store:
 
         Raises ``StoreError`` when a secret cannot be decrypted with any key.
         """
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        prefix = f"{SEALED_PREFIX}:{self._cipher.current_key_id}:"
+        cipher = self.data_cipher()
+        prefix = f"{SEALED_PREFIX}:{cipher.current_key_id}:"
         rows = await self._fetchall(
             "SELECT id FROM volunteers WHERE totp_secret IS NOT NULL"
             " AND substr(totp_secret, 1, ?) != ?",
@@ -1766,7 +1711,7 @@ class Store:
             secret = await self.get_totp_secret(volunteer_id)
             if secret is None:
                 continue
-            sealed = self._cipher.encrypt(secret, f"totp:{volunteer_id}")
+            sealed = cipher.encrypt(secret, f"totp:{volunteer_id}")
             async with self._transaction() as tx:
                 await tx.execute(
                     "UPDATE volunteers SET totp_secret = ? WHERE id = ?",
@@ -1810,7 +1755,7 @@ class Store:
         row = await self._fetchone("SELECT * FROM audit_log WHERE id = ?", (entry_id,))
         if row is None:
             raise StoreError("The new audit entry was not found after inserting it.")
-        return _audit_entry(row)
+        return from_row(AuditEntry, row)
 
     async def list_audit(
         self, action: str | None = None, before_id: int | None = None, limit: int = 50
@@ -1834,7 +1779,7 @@ class Store:
             f"SELECT * FROM audit_log {where} ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
-        return [_audit_entry(row) for row in rows]
+        return [from_row(AuditEntry, row) for row in rows]
 
     async def audit_actions(self) -> list[str]:
         """Return the distinct actions in the audit log, sorted."""
@@ -2164,10 +2109,9 @@ class Store:
         )
         if row is None or row[0] is None:
             return None
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self.data_cipher()
         try:
-            return self._cipher.decrypt(row[0], _notify_context(conversation_id))
+            return cipher.decrypt(row[0], _notify_context(conversation_id))
         except DecryptionError as error:
             raise StoreError(
                 f"The notification address of {conversation_id} cannot be"
@@ -2175,9 +2119,8 @@ class Store:
             ) from error
 
     def _seal_text(self, text: str, context: str) -> str:
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
-        return self._cipher.encrypt(text, context)
+        cipher = self.data_cipher()
+        return cipher.encrypt(text, context)
 
     async def _write_in_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one transaction on the writer thread's connection.
@@ -2263,8 +2206,7 @@ class Store:
         Raises ``ConversationClosedError`` when the conversation is over or
         unknown.
         """
-        if self._cipher is None:
-            raise StoreError("The store was opened without a data key.")
+        cipher = self.data_cipher()
         now = utc_now()
         async with self._transaction() as tx:
             row = await tx.fetchone(
@@ -2279,9 +2221,7 @@ class Store:
             )
             whisper_id = int(next_row[0]) if next_row else 1
             after_seq = int(row[0])
-            sealed = self._cipher.encrypt(
-                body, _whisper_context(conversation_id, whisper_id)
-            )
+            sealed = cipher.encrypt(body, _whisper_context(conversation_id, whisper_id))
             await tx.execute(
                 "INSERT INTO whispers"
                 " (id, conversation_id, supervisor_id, after_seq, body, created_at)"
@@ -2298,10 +2238,9 @@ class Store:
         )
         whispers = []
         for row in rows:
-            if self._cipher is None:
-                raise StoreError("The store was opened without a data key.")
+            cipher = self.data_cipher()
             try:
-                body = self._cipher.decrypt(
+                body = cipher.decrypt(
                     row["body"], _whisper_context(conversation_id, row["id"])
                 )
             except DecryptionError as error:
@@ -2455,13 +2394,13 @@ class Store:
                 "SELECT * FROM saved_replies WHERE language = ? ORDER BY title, id",
                 (language,),
             )
-        return [_saved_reply(row) for row in rows]
+        return [from_row(SavedReply, row) for row in rows]
 
     async def get_saved_reply(self, reply_id: int) -> SavedReply | None:
         row = await self._fetchone(
             "SELECT * FROM saved_replies WHERE id = ?", (reply_id,)
         )
-        return _saved_reply(row) if row else None
+        return from_row(SavedReply, row) if row else None
 
     async def add_saved_reply(self, language: str, title: str, body: str) -> int:
         """Insert a saved reply and return its id."""
