@@ -1,4 +1,4 @@
-"""Who may open which staff page: roles, sessions and form checks in one place.
+"""Access to staff pages: roles, sessions and form checks in one place.
 
 Every staff route calls :func:`staff_request` (pages) or :func:`staff_form`
 (posts) with the least role it needs. Roles are ranked, so a supervisor may do
@@ -34,7 +34,7 @@ def has_role(volunteer: Volunteer, minimum: Role) -> bool:
 
 @dataclass(frozen=True)
 class Staff:
-    """A signed-in staff member and what a page needs to answer them."""
+    """A signed-in staff member and the services a page needs to serve them."""
 
     volunteer: Volunteer
     session_id: str
@@ -46,7 +46,8 @@ class Staff:
 
 
 def forbidden() -> Response:
-    """The same short answer for every forbidden request, so it leaks nothing."""
+    """Return the same short 403 response for every forbidden request, so it leaks
+    nothing."""
     return PlainTextResponse(
         _("You do not have access to this page."),
         status_code=403,
@@ -57,8 +58,8 @@ def forbidden() -> Response:
 async def staff_request(request: Request, minimum: Role) -> Staff | Response:
     """Return the signed-in staff member, or the response that turns them away.
 
-    Without a session the answer is a redirect to the sign-in page for GET and
-    403 for anything else; with too low a role it is always 403.
+    Without a session the response is a redirect to the sign-in page for GET
+    and 403 for anything else. With too low a role it is always 403.
     """
     services = get_services(request)
     volunteer, session_id = await signed_in_volunteer(request)
@@ -68,7 +69,7 @@ async def staff_request(request: Request, minimum: Role) -> Staff | Response:
         return forbidden()
     if not has_role(volunteer, minimum):
         logger.warning(
-            "volunteer %d refused %s %s: needs %s",
+            "volunteer %d rejected on %s %s: needs role %s",
             volunteer.id,
             request.method,
             request.url.path,
