@@ -34,6 +34,21 @@ def weigh(content: bytes) -> dict[str, int]:
     return {"bytes": len(content), "gzip_bytes": len(gzip.compress(content, 9))}
 
 
+# What a script or style sheet loads in turn: module imports and @import rules.
+NESTED_IMPORT = re.compile(
+    r"""(?:\bimport\b[^;]*?\bfrom\s*|@import\s+url\()["']([^"']+)["']"""
+)
+
+
+def nested_imports(body: bytes) -> list[str]:
+    """Return the absolute paths a script or style sheet imports.
+
+    Relative imports are not followed: the pages' scripts import by absolute path.
+    """
+    found = NESTED_IMPORT.findall(body.decode("utf-8", "replace"))
+    return [url for url in found if url.startswith("/")]
+
+
 def subresources(page: str) -> dict[str, list[str]]:
     """Return the stylesheets, scripts and frames a page loads."""
     return {
@@ -68,9 +83,15 @@ async def measure(relay: RelayServer) -> dict[str, Any]:
             without_scripts = len(content)
             without_scripts_gzip = entry["html"]["gzip_bytes"]
             for kind in ("style", "script"):
-                for url in parts[kind]:
-                    weight = weigh(await fetch(url))
-                    entry[f"{kind}:{url.split('?')[0]}"] = weight
+                pending = list(parts[kind])
+                while pending:
+                    url = pending.pop(0)
+                    key = f"{kind}:{url.split('?')[0]}"
+                    if key in entry:
+                        continue
+                    body = await fetch(url)
+                    pending.extend(nested_imports(body))
+                    entry[key] = weight = weigh(body)
                     if kind == "style":
                         without_scripts += weight["bytes"]
                         without_scripts_gzip += weight["gzip_bytes"]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from page_weight import nested_imports
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -333,7 +334,11 @@ def kill9(workdir: Path, seeded: Path, pairs_file: Path) -> dict[str, int]:
 
 
 def gzip_sizes(workdir: Path) -> dict[str, Any]:
-    """Return the gzipped bytes of the loader and of the chat page with its assets."""
+    """Return the gzipped bytes of the loader and of the chat page with its assets.
+
+    The assets are every script and style sheet the page links and what those
+    import in turn.
+    """
     directory = workdir / "demo"
     directory.mkdir()
     relay = Relay(directory, directory / "vso.sqlite3")
@@ -345,8 +350,11 @@ def gzip_sizes(workdir: Path) -> dict[str, Any]:
         page = httpx.get(f"{base}/chat?site=demo").text
         assets = re.findall(r'<(?:script[^>]*src|link[^>]*href)="([^"]+)"', page)
         parts = {"/chat?site=demo": page.encode()}
-        for asset in assets:
-            parts[asset] = httpx.get(f"{base}{asset}").content
+        while assets:
+            asset = assets.pop(0)
+            if asset not in parts:
+                parts[asset] = httpx.get(f"{base}{asset}").content
+                assets.extend(nested_imports(parts[asset]))
     finally:
         assert relay.process is not None
         stop(relay.process)

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from relay import auth
+from relay.assets import StaticAssets
 from relay.forms import read_form as read_form
 from relay.pages import content_security_policy, make_templates, serving_origin
 from relay.services import Services, get_services
@@ -19,11 +20,10 @@ from relay.store import Volunteer, utc_ago
 logger = logging.getLogger("dashboard")
 
 HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
-STATIC_PREFIX = "/dashboard/static"
 USERNAME_MAX_CHARS = 64
 
-templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
+assets = StaticAssets(HERE / "static", "/dashboard/static")
+templates = make_templates(HERE / "templates", assets)
 
 
 def page_headers(request: Request, services: Services) -> dict[str, str]:

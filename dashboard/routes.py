@@ -8,8 +8,7 @@ import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from dashboard import (
@@ -28,9 +27,8 @@ from dashboard import (
 )
 from dashboard.access import has_role
 from dashboard.common import (
-    STATIC_DIR,
-    STATIC_PREFIX,
     USERNAME_MAX_CHARS,
+    assets,
     login_page,
     page_headers,
     read_form,
@@ -275,7 +273,5 @@ routes: list[BaseRoute] = [
     *resources.routes,
     *replies.routes,
     WebSocketRoute("/dashboard/ws", dashboard_socket),
-    Mount(
-        STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="dashboard_static"
-    ),
+    assets.mount("dashboard_static"),
 ]

@@ -17,13 +17,13 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 import dashboard.routes
 import widget.info
 import widget.routes
 from relay import metrics, protocol
+from relay.assets import StaticAssets
 from relay.auth import Signer
 from relay.conversations import ChatService, Timeouts
 from relay.crypto import load_cipher
@@ -45,7 +45,7 @@ logger = logging.getLogger("relay.app")
 
 CLOSE_DRAIN_SECONDS = 5.0
 # Scripts both the visitor's pages and the dashboard import.
-SHARED_STATIC_DIR = Path(__file__).parent / "static"
+SHARED_ASSETS = StaticAssets(Path(__file__).parent / "static", "/static")
 
 
 async def healthz(request: Request) -> Response:
@@ -177,7 +177,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/favicon.ico", favicon, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=SHARED_STATIC_DIR), name="static"),
+        SHARED_ASSETS.mount("static"),
         *widget.routes.routes,
         *widget.info.routes,
         *dashboard.routes.routes,

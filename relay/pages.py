@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay import i18n
+from relay.assets import StaticAssets
 from relay.settings import Settings
 
 # Headers every HTTP response carries unless the route set its own.
@@ -24,12 +24,10 @@ DEFAULT_HEADERS: dict[str, str] = {
 }
 
 
-def make_templates(
-    directory: Path, static_prefix: str, static_dir: Path
-) -> Jinja2Templates:
+def make_templates(directory: Path, assets: StaticAssets) -> Jinja2Templates:
     """Return templates with autoescape on, gettext and page helpers.
 
-    ``static_url`` adds a digest of the file's content, so browsers fetch a new
+    ``static_url`` adds a digest of the served file, so browsers fetch a new
     version after an upgrade. ``current_language()`` and ``text_direction()``
     fill the ``lang`` and ``dir`` attributes, and ``script_texts(name)`` the
     translations a script reads from its page.
@@ -43,12 +41,12 @@ def make_templates(
     environment.install_gettext_callables(  # type: ignore[attr-defined]
         i18n.gettext, i18n.ngettext, newstyle=True
     )
-    environment.globals["static_url"] = static_url_function(static_prefix, static_dir)
+    environment.globals["static_url"] = assets.url
     environment.globals["current_language"] = i18n.current_language
     environment.globals["text_direction"] = i18n.text_direction
     environment.globals["format_time"] = i18n.format_time
     environment.globals["language_names"] = i18n.language_names
-    environment.globals["script_texts"] = script_texts_function(static_dir)
+    environment.globals["script_texts"] = script_texts_function(assets.directory)
     return Jinja2Templates(env=environment)
 
 
@@ -63,18 +61,6 @@ def script_texts_function(directory: Path) -> Callable[[str], dict[str, str]]:
         return i18n.script_texts(directory / name)
 
     return script_texts
-
-
-def static_url_function(prefix: str, directory: Path) -> Callable[[str], str]:
-    digests: dict[str, str] = {}
-
-    def static_url(name: str) -> str:
-        if name not in digests:
-            content = (directory / name).read_bytes()
-            digests[name] = hashlib.sha256(content).hexdigest()[:12]
-        return f"{prefix}/{name}?v={digests[name]}"
-
-    return static_url
 
 
 def serving_origin(connection: HTTPConnection, settings: Settings) -> str:

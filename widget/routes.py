@@ -7,12 +7,12 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from relay import i18n, protocol
+from relay.assets import StaticAssets, asset_response
 from relay.auth import same_origin_request
 from relay.conversations import EMERGENCY_NUMBER
 from relay.demo import DEMO_SITE_KEY
@@ -34,11 +34,10 @@ from widget import brand, feedback, messages, nojs
 logger = logging.getLogger("widget")
 
 HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
-STATIC_PREFIX = "/widget/static"
 SITE_KEY_MAX_CHARS = 64
 
-templates = make_templates(HERE / "templates", STATIC_PREFIX, STATIC_DIR)
+assets = StaticAssets(HERE / "static", "/widget/static")
+templates = make_templates(HERE / "templates", assets)
 # Every visitor page may name the emergency number, whatever its route passes.
 templates.env.globals["emergency_number"] = EMERGENCY_NUMBER
 
@@ -161,10 +160,10 @@ def _deletion_page(
 
 async def loader_script(request: Request) -> Response:
     """Serve the embed loader; partner pages on any origin load it."""
-    return FileResponse(
-        STATIC_DIR / "loader.js",
-        media_type="text/javascript",
-        headers={
+    return asset_response(
+        request,
+        assets["loader.js"],
+        {
             "cache-control": "public, max-age=3600",
             "cross-origin-resource-policy": "cross-origin",
         },
@@ -319,5 +318,5 @@ routes: list[BaseRoute] = [
     Route("/widget/loader.js", loader_script, methods=["GET"]),
     Route("/widget/site.css", brand.site_stylesheet, methods=["GET"]),
     Route("/demo", demo_page, methods=["GET"]),
-    Mount(STATIC_PREFIX, app=StaticFiles(directory=STATIC_DIR), name="widget_static"),
+    assets.mount("widget_static"),
 ]
