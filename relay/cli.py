@@ -12,9 +12,11 @@ import socket
 import sys
 import unicodedata
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from relay import auth, collector
+from relay.backup import BackupError, back_up
 from relay.casestore import CaseStore
 from relay.crypto import DataCipher, load_cipher, new_key_text
 from relay.demo import ensure_demo
@@ -240,6 +242,22 @@ async def purge(settings: Settings, args: argparse.Namespace) -> None:
     _write(f"Deleted {deleted} conversations closed more than {days} days ago.")
 
 
+async def backup(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        copy = await asyncio.to_thread(back_up, settings.database, args.path)
+    except BackupError as error:
+        raise CommandError(str(error)) from None
+    _write(
+        f"Backed up {settings.database} to {copy.path}: {copy.size_bytes} bytes,"
+        f" {copy.conversations} conversations, {copy.messages} messages."
+    )
+    _write(
+        "Its messages are encrypted with the data key (VSO_DATA_KEY, VSO_DATA_KEY_FILE"
+        " or data_key beside the database): keep a copy of the key apart from the"
+        " backup."
+    )
+
+
 async def rotate_key(settings: Settings, args: argparse.Namespace) -> None:
     cipher = _cipher(settings)
     store = await _with_store(settings, cipher)
@@ -433,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete conversations closed more than N days ago, 0 to 3650"
         " (default: VSO_RETENTION_DAYS)",
     )
+    backup_parser = commands.add_parser(
+        "backup",
+        help="copy the database, while the relay runs, to a new file (mode 0600)",
+    )
+    backup_parser.add_argument(
+        "path", type=Path, help="the new file; an existing file is never replaced"
+    )
     commands.add_parser(
         "rotate-key",
         help="re-encrypt every stored message with the first configured data key",
@@ -499,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     commands = {
         "purge": purge,
+        "backup": backup,
         "rotate-key": rotate_key,
         "new-data-key": new_data_key,
         "mail-check": mail_check,
