@@ -45,7 +45,7 @@ async def share_resource(
             client_id=frame.client_id,
             conversation=frame.conversation,
         )
-    text = card_as_text(card, services.settings.public_origin)
+    text = card_as_text(card, frame.language, services.settings.public_origin)
     try:
         body = protocol.clean_body(text, max_chars=services.settings.max_message_chars)
     except ProtocolError as error:

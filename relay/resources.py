@@ -24,7 +24,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup
 
-from relay.i18n import gettext as _
+from relay import i18n
 
 logger = logging.getLogger("relay.resources")
 
@@ -239,16 +239,17 @@ def resource_as_text(entry: Service | Page, language: str, base_url: str = "") -
     ``base_url`` (such as ``https://chat.example.org``) turns a page's path into
     a full address. Raises ``KeyError`` for a language the content lacks.
     """
-    return card_as_text(resource_card(entry, language), base_url)
+    return card_as_text(resource_card(entry, language), language, base_url)
 
 
-def card_as_text(card: dict[str, str], base_url: str = "") -> str:
+def card_as_text(card: dict[str, str], language: str, base_url: str = "") -> str:
     """Write a resource card as plain text, one field a line.
 
     A message's body carries this text, which the chat without scripts and the
-    transcript show. The labels come from the translations of the current
-    request.
+    transcript show. The labels are in ``language``, the card's, whatever the
+    language of the volunteer who sends it.
     """
+    _ = i18n.translations(language).gettext
     lines = [card["name"], card["purpose"]]
     labelled = (
         (_("Phone"), card.get("phone", "")),

@@ -109,6 +109,16 @@ async def test_card_survives_reconnect(relay: RelayServer) -> None:
     assert history["resource"]["phone"] == "116 006"
 
 
+async def test_card_text_labels_in_card_language(relay: RelayServer) -> None:
+    # The volunteer's dashboard is in English; the card they send is Maltese.
+    staff, guest, conversation, _ = await _paired(relay)
+    await staff.send(_resource(conversation, language="mt"))
+    seen = await guest.expect("message", client_id="card-1")
+
+    assert "Telefon: 116 006" in seen["body"].splitlines()
+    assert "Phone:" not in seen["body"]
+
+
 async def test_repeated_card_is_stored_once(relay: RelayServer) -> None:
     staff, guest, conversation, _ = await _paired(relay)
     await staff.send(_resource(conversation))
@@ -182,7 +192,7 @@ def test_card_as_text_for_email() -> None:
         "Il-Korp tal-Pulizija ta' Malta (mhux emerġenza)",
         "Biex tirrapporta reat jew tistaqsi dwar każ meta ħadd ma jkun f'periklu"
         " immedjat.",
-        "Phone: +356 2294 0000",
+        "Telefon: +356 2294 0000",
     ]
 
 
