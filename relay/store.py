@@ -416,6 +416,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sites ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
     ALTER TABLE conversations ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
     """,
+    # Volunteers' available time has one record, availability_intervals, which
+    # statistics and supervision both read. The periods of the switch alone go.
+    """
+    DROP TABLE availability_periods;
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
@@ -703,27 +708,6 @@ def _overlap_seconds(start: str, end: str, since: str) -> float:
     return (_parse_time(end) - _parse_time(begin)).total_seconds()
 
 
-async def _record_availability(
-    tx: _Tx, volunteer_id: int, available: bool, now: str
-) -> None:
-    """Open an availability period when the switch goes on, close it when off."""
-    row = await tx.fetchone(
-        "SELECT id FROM availability_periods"
-        " WHERE volunteer_id = ? AND ended_at IS NULL",
-        (volunteer_id,),
-    )
-    if available and row is None:
-        await tx.execute(
-            "INSERT INTO availability_periods (volunteer_id, started_at) VALUES (?, ?)",
-            (volunteer_id, now),
-        )
-    elif not available and row is not None:
-        await tx.execute(
-            "UPDATE availability_periods SET ended_at = ? WHERE id = ?",
-            (now, row[0]),
-        )
-
-
 def _resource_context(conversation_id: str, seq: int) -> str:
     """Return the associated data that binds a sealed resource card to its row."""
     return f"resource:{conversation_id}:{seq}"
@@ -946,14 +930,16 @@ class Store:
         return [_volunteer(row) for row in rows]
 
     async def set_volunteer_available(self, volunteer_id: int, available: bool) -> None:
-        """Store the "Available" switch and open or close an availability period."""
-        now = utc_now()
+        """Store the "Available" switch.
+
+        The time a volunteer is available is recorded apart, by
+        ``relay.availability``, because it also needs a connected dashboard.
+        """
         async with self._transaction() as tx:
             await tx.execute(
                 "UPDATE volunteers SET available = ? WHERE id = ?",
                 (int(available), volunteer_id),
             )
-            await _record_availability(tx, volunteer_id, available, now)
 
     async def list_available_volunteers(self) -> list[Volunteer]:
         """Return the active volunteers whose "Available" switch was on."""
@@ -2334,15 +2320,16 @@ class Store:
         """Return each volunteer's available time, chats and hard chats.
 
         ``day_start`` and ``week_start`` are ISO 8601 UTC times, the week's not
-        after the day's. Available time counts the periods with the "Available"
-        switch on, up to now for a period still open. Chats count conversations
-        assigned since then, under the volunteer who has them now.
+        after the day's. Available time counts the availability intervals (the
+        switch on and a dashboard connected), up to now for one still open.
+        Chats count conversations assigned since then, under the volunteer who
+        has them now.
         """
         now = utc_now()
         loads: dict[int, Load] = {}
         periods = await self._fetchall(
-            "SELECT volunteer_id, started_at, ended_at FROM availability_periods"
-            " WHERE ended_at IS NULL OR ended_at > ?",
+            "SELECT volunteer_id, started_at, ended_at FROM availability_intervals"
+            " WHERE volunteer_id IS NOT NULL AND (ended_at IS NULL OR ended_at > ?)",
             (week_start,),
         )
         for row in periods:

@@ -133,26 +133,7 @@ async def test_support_alert_acknowledged_once(store: Store) -> None:
 # Availability and load
 
 
-async def test_available_switch_opens_and_closes_period(
-    store: Store, tmp_path: Path
-) -> None:
-    volunteer = await add_volunteer(store, "sam")
-
-    await store.set_volunteer_available(volunteer, True)
-    await store.set_volunteer_available(volunteer, True)
-    await store.set_volunteer_available(volunteer, False)
-    await store.set_volunteer_available(volunteer, False)
-
-    with sqlite3.connect(tmp_path / "vso.sqlite3") as db:
-        rows = db.execute(
-            "SELECT started_at, ended_at FROM availability_periods"
-        ).fetchall()
-    assert len(rows) == 1
-    assert rows[0][1] is not None
-    assert rows[0][0] <= rows[0][1]
-
-
-async def test_load_counts_periods_inside_day_and_week(
+async def test_load_counts_intervals_inside_day_and_week(
     store: Store, tmp_path: Path
 ) -> None:
     volunteer = await add_volunteer(store, "sam")
@@ -166,7 +147,7 @@ async def test_load_counts_periods_inside_day_and_week(
     for start, end in periods:
         execute(
             path,
-            "INSERT INTO availability_periods (volunteer_id, started_at, ended_at)"
+            "INSERT INTO availability_intervals (volunteer_id, started_at, ended_at)"
             " VALUES (?, ?, ?)",
             volunteer,
             start,
@@ -179,6 +160,23 @@ async def test_load_counts_periods_inside_day_and_week(
 
     assert loads[volunteer].available_seconds_today == 15 * 60
     assert loads[volunteer].available_seconds_week == (60 + 150 + 45) * 60
+
+
+async def test_load_skips_intervals_without_volunteer(
+    store: Store, tmp_path: Path
+) -> None:
+    # Statistics keep the intervals of a deleted account, without its id.
+    execute(
+        tmp_path / "vso.sqlite3",
+        "INSERT INTO availability_intervals (volunteer_id, started_at, ended_at)"
+        " VALUES (NULL, '2030-01-09T08:00:00.000Z', '2030-01-09T09:00:00.000Z')",
+    )
+
+    loads = await store.volunteer_load(
+        "2030-01-09T00:00:00.000Z", "2030-01-07T00:00:00.000Z"
+    )
+
+    assert loads == {}
 
 
 async def test_load_counts_chats_and_hard_chats(store: Store, tmp_path: Path) -> None:
