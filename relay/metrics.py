@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from relay.ratelimit import client_address
+
 if TYPE_CHECKING:
     from relay.conversations import ChatService
     from relay.hub import Hub
@@ -90,13 +92,21 @@ class LiveCollector(Collector):
 def _allowed(request: Request) -> bool:
     from relay.services import get_services
 
-    allowed = get_services(request).settings.metrics_allow
+    settings = get_services(request).settings
     if request.client is None:
         return False
+    # A reverse proxy on an allowed address also forwards visitors' requests,
+    # so a forwarded request is judged by the address the proxy received it from.
+    forwarded = client_address(
+        request.client.host,
+        request.headers.get("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
     try:
-        address = ipaddress.ip_address(request.client.host)
+        address = ipaddress.ip_address(forwarded or "")
     except ValueError:
         return False
+    allowed = settings.metrics_allow
     return any(address in network for network in allowed)
 
 

@@ -28,9 +28,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def get(relay: RelayServer, path: str, timeout: float = 5) -> httpx.Response:
+async def get(
+    relay: RelayServer,
+    path: str,
+    timeout: float = 5,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=relay.base_url, timeout=timeout) as client:
-        return await client.get(path)
+        return await client.get(path, headers=headers)
 
 
 def metric(text: str, name: str) -> float:
@@ -116,6 +121,19 @@ async def test_metrics_address_allowed_by_network(tmp_path: Path) -> None:
         response = await get(relay, "/metrics")
 
     assert response.status_code == 200
+
+
+async def test_metrics_forwarded_visitor_404(tmp_path: Path) -> None:
+    # A reverse proxy on an allowed address forwards visitors' requests too, so
+    # the visitor's address decides, as it does for the rate limits.
+    async with running_relay(tmp_path, trusted_proxies="127.0.0.1") as relay:
+        forwarded = await get(
+            relay, "/metrics", headers={"x-forwarded-for": "203.0.113.9"}
+        )
+        direct = await get(relay, "/metrics")
+
+    assert forwarded.status_code == 404
+    assert direct.status_code == 200
 
 
 # Logs
