@@ -3,9 +3,10 @@ JSON logs, from a real ``vso serve``."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
@@ -164,3 +165,46 @@ async def test_json_logs_omit_addresses(tmp_path: Path) -> None:
     log = relay.log()
 
     assert re.search(rf"127\.0\.0\.1:(?!{relay.port}\b)\d+", log) is None
+
+
+# The Docker image
+
+PROJECT = Path(__file__).resolve().parent.parent
+# Files a checkout contains after ``make run``: the demo database, the keys that
+# the relay generated beside it, and the virtual environment.
+LOCAL_STATE = [
+    "var/vso.sqlite3",
+    "var/vso.sqlite3-wal",
+    "var/secret_key",
+    "var/data_key",
+    ".venv/pyvenv.cfg",
+    ".git/config",
+]
+
+
+def docker_excludes(path: str, patterns: list[str]) -> bool:
+    """Return True when a ``.dockerignore`` pattern matches ``path`` or a parent.
+
+    In Docker's patterns ``*`` does not match ``/``, but in ``fnmatch`` it does,
+    which makes no difference for the paths checked here.
+    """
+    candidates = [path, *(str(parent) for parent in PurePosixPath(path).parents)]
+    return any(
+        fnmatch.fnmatch(candidate, pattern.strip("/"))
+        for pattern in patterns
+        for candidate in candidates
+        if candidate != "."
+    )
+
+
+@pytest.mark.parametrize("path", LOCAL_STATE)
+def test_docker_context_excludes_local_state(path: str) -> None:
+    ignore = PROJECT / ".dockerignore"
+    assert ignore.is_file(), "the documented Dockerfile copies the whole checkout"
+    patterns = [
+        line.strip()
+        for line in ignore.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    assert docker_excludes(path, patterns)
