@@ -347,7 +347,7 @@ def serve(settings: Settings) -> None:
     from relay.app import create_app
 
     _check_port_free(settings.host, settings.port)
-    _cipher(settings)
+    asyncio.run(_check_data_key(settings, _cipher(settings)))
     try:
         load_content(settings.content_dir)
     except ContentError as error:
@@ -358,6 +358,32 @@ def serve(settings: Settings) -> None:
     app = create_app(settings)
     collector.tune()
     uvicorn.run(app, **uvicorn_options(settings))
+
+
+async def _check_data_key(settings: Settings, cipher: DataCipher) -> None:
+    """Raise ``CommandError`` when no configured key opens the newest message.
+
+    A database restored without its key, or started with another server's key,
+    would otherwise serve chats whose history fails to load while new messages
+    are sealed with a key that nobody backed up.
+    """
+    if not settings.database.exists():
+        return
+    store = await _with_store(settings, cipher)
+    try:
+        body = await store.newest_message_body()
+    except StoreError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await store.close()
+    stored_key_id = None if body is None else DataCipher.sealing_key_id(body)
+    if stored_key_id is not None and not cipher.has_key(stored_key_id):
+        raise CommandError(
+            f"The newest message in {settings.database} was sealed with data key"
+            f" {stored_key_id}, which is not configured. Put that key back in"
+            " VSO_DATA_KEY, VSO_DATA_KEY_FILE or the data_key file beside the"
+            " database; without it no stored message can be read."
+        )
 
 
 def _add_account_options(parser: argparse.ArgumentParser) -> None:

@@ -111,6 +111,17 @@ class DataCipher:
             ) from None
         return opened.decode("utf-8")
 
+    def has_key(self, stored_key_id: str) -> bool:
+        """Return True when one of the configured keys has ``stored_key_id``."""
+        return stored_key_id in self._keys
+
+    @staticmethod
+    def sealing_key_id(stored: str) -> str | None:
+        """Return the id of the key that sealed ``stored``, None if not sealed."""
+        prefix, _, rest = stored.partition(":")
+        stored_key_id, _, data = rest.partition(":")
+        return stored_key_id if prefix == PREFIX and data else None
+
     def is_current(self, stored: str) -> bool:
         """Return True when ``stored`` was sealed with the current key."""
         return stored.startswith(f"{PREFIX}:{self.current_key_id}:")

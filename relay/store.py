@@ -885,6 +885,13 @@ class Store:
                 "UPDATE health SET checked_at = ? WHERE id = 1", (utc_now(),)
             )
 
+    async def newest_message_body(self) -> str | None:
+        """Return the stored (sealed) body of the newest message, None if none."""
+        row = await self._fetchone(
+            "SELECT body FROM messages ORDER BY rowid DESC LIMIT 1"
+        )
+        return None if row is None else str(row["body"])
+
     # Volunteers and sessions
 
     async def add_volunteer(

@@ -3,6 +3,7 @@ JSON logs, from a real ``vso serve``."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import json
 import re
@@ -165,6 +166,27 @@ async def test_json_logs_omit_addresses(tmp_path: Path) -> None:
     log = relay.log()
 
     assert re.search(rf"127\.0\.0\.1:(?!{relay.port}\b)\d+", log) is None
+
+
+# A restored database
+
+
+async def test_serve_without_data_key_fails(tmp_path: Path) -> None:
+    # A backup restored on a new server without the data_key file beside it.
+    async with running_relay(tmp_path) as relay:
+        chat = await open_chat(relay, await demo_volunteer(relay))
+        await chat.visitor.send(visitor_send("v-1", "Before the move."))
+        await chat.visitor.expect("ack", client_id="v-1")
+    (tmp_path / "data_key").unlink()
+
+    try:
+        with pytest.raises(RuntimeError, match="the relay exited early") as error:
+            await asyncio.to_thread(relay.start)
+    finally:
+        await asyncio.to_thread(relay.stop)
+
+    assert "was sealed with data key" in str(error.value)
+    assert "VSO_DATA_KEY" in str(error.value)
 
 
 # The Docker image
