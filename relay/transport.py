@@ -76,6 +76,7 @@ async def receive_frames(
                 invalid += 1
         except StoreError as error:
             logger.error("%s %s: storage failed: %s", peer.kind, peer.id, error)
+            metrics.ERRORS.labels("storage_failed").inc()
             peer.send(
                 ProtocolError(
                     "storage_failed", "The relay could not save this. Please retry."

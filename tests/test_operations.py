@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import httpx
 import pytest
 
-from tests.relayserver import RelayServer
+from tests.relayserver import RelayServer, visitor
 from tests.test_faults import BUSY_TIMEOUT_SECONDS, locked_database
 from tests.test_relay import (
     demo_volunteer,
@@ -97,6 +97,19 @@ async def test_metrics_count_errors_by_code(relay: RelayServer) -> None:
     text = (await get(relay, "/metrics")).text
 
     assert metric(text, 'vso_errors_total{code="empty_message"}') == 1
+
+
+async def test_metrics_count_storage_failed_start(relay: RelayServer) -> None:
+    await demo_volunteer(relay)
+    client = await visitor(relay)
+
+    with locked_database(relay.database):
+        await client.send({"type": "start"})
+        error = await client.expect("error", timeout=BUSY_TIMEOUT_SECONDS + 10)
+    text = (await get(relay, "/metrics")).text
+
+    assert error["code"] == "storage_failed"
+    assert metric(text, 'vso_errors_total{code="storage_failed"}') == 1
 
 
 async def test_metrics_carry_no_ids_or_text(relay: RelayServer) -> None:
