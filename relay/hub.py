@@ -97,7 +97,7 @@ class Peer:
                     return
                 await self._send_text(item)
             except Exception as error:  # the socket is gone; the reader will see it
-                logger.debug("%s %s send failed: %s", self.kind, self.id, error)
+                logger.debug("%s %s send failed: %r", self.kind, self.id, error)
                 self._closing = True
                 self._queue.clear()
                 return

@@ -101,7 +101,7 @@ def load_translations(
     """Return the compiled catalogue of ``language`` from ``locale_dir``.
 
     Reads the ``.mo`` when it is at least as new as its ``.po``; otherwise
-    compiles the ``.po`` in memory and logs a warning. An empty translation
+    compiles the ``.po`` in memory. An empty translation
     falls back to the English message id, so English needs no catalogue.
     """
     folder = locale_dir / language / "LC_MESSAGES"
@@ -114,10 +114,10 @@ def load_translations(
     if mo_path.exists() and mo_path.stat().st_mtime >= po_path.stat().st_mtime:
         with mo_path.open("rb") as file:
             return Translations(file, domain=DOMAIN)
-    logger.warning(
-        "compiling %s in memory because %s is missing or older; run make install",
-        po_path,
-        mo_path.name,
+    # A plain pip install ships the .po files only; compiling them takes
+    # milliseconds, so this is the normal path there and not a fault.
+    logger.info(
+        "compiled %s in memory because %s is missing or older", po_path, mo_path.name
     )
     return Translations(io.BytesIO(compile_catalogue(po_path)), domain=DOMAIN)
 
