@@ -95,13 +95,14 @@ def read_bounce(raw: bytes, sender: str | None) -> BounceReport | None:
 
 def _read(message: Message, sender: str | None) -> BounceReport | None:
     report = _report(message, depth=0)
-    if report is not None and report.get_param("report-type") is not None:
-        report_type = str(report.get_param("report-type")).lower()
-        if report_type != "delivery-status":
+    report_type = ""
+    if report is not None:
+        report_type = str(report.get_param("report-type") or "").lower()
+        if report_type not in ("", "delivery-status"):
             # Read receipts, abuse reports and other reports are no bounce.
             return None
     from_daemon = (sender or "").partition("@")[0] in _DAEMON_SENDERS
-    if report is None and not from_daemon:
+    if report_type != "delivery-status" and not from_daemon:
         return None
 
     parts = _parts(message, depth=0)

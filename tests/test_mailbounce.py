@@ -120,6 +120,14 @@ def test_bounce_read_receipt_is_none() -> None:
     assert read(raw) is None
 
 
+def test_bounce_report_without_type_needs_daemon() -> None:
+    raw = postfix_report(sent_reply(), RECIPIENT).replace(
+        b" report-type=delivery-status;", b""
+    )
+    assert read_bounce(raw, "mailer-daemon@mx.vso.example.org") is not None
+    assert read_bounce(raw, RECIPIENT) is None
+
+
 def test_bounce_in_reply_to_fallback() -> None:
     sent = sent_reply().replace(f"Message-ID: <{REPLY_ID}>\r\n".encode(), b"")
     raw = postfix_report(sent, RECIPIENT).replace(
