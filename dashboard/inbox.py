@@ -21,10 +21,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dashboard.access import Staff, has_role, staff_form, staff_request
+from dashboard.bounces import bounce_mark
 from dashboard.common import page_headers, templates
 from relay import protocol
 from relay.i18n import gettext as _
 from relay.inbox import InboxError
+from relay.mailstore import MailStore
 from relay.nojs import new_form_key
 from relay.store import INBOX_STATES, InboxEntry
 
@@ -76,6 +78,9 @@ async def inbox_page(request: Request) -> Response:
         state = "waiting"
     entries = await store.list_inbox([state])
     sites = {site.id: site.name for site in await store.list_sites()}
+    undelivered = await MailStore(store).undelivered(
+        [entry.conversation_id for entry in entries if entry.channel == "email"]
+    )
     rows = []
     for entry in entries:
         readable = may_read(staff, entry)
@@ -87,6 +92,7 @@ async def inbox_page(request: Request) -> Response:
                 "claim_label": _claim_label(staff, entry),
                 "mine": entry.claimed_by == staff.volunteer.id,
                 "preview": await _preview(staff, entry) if readable else None,
+                "undelivered": entry.conversation_id in undelivered,
             }
         )
     return templates.TemplateResponse(
@@ -152,6 +158,11 @@ async def _render_conversation(
     readable = may_read(staff, entry)
     items: list[dict[str, Any]] = []
     if readable:
+        deliveries = (
+            await MailStore(store).deliveries(entry.conversation_id)
+            if entry.channel == "email"
+            else {}
+        )
         for message in await store.messages_after(entry.conversation_id, 0):
             author = (
                 _("Visitor")
@@ -164,6 +175,9 @@ async def _render_conversation(
                     "author": author,
                     "body": message.body,
                     "sent_at": message.created_at,
+                    "bounce": bounce_mark(deliveries.get(message.seq))
+                    if message.sender == "volunteer"
+                    else None,
                 }
             )
     notice = {

@@ -10,6 +10,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dashboard.access import forbidden, staff_request
+from dashboard.bounces import bounce_mark
 from dashboard.common import page_headers, templates
 from dashboard.inbox import may_read
 from relay import protocol
@@ -59,6 +60,7 @@ async def mail_thread_page(request: Request) -> Response:
             "entry": entry,
             "messages": messages,
             "deliveries": deliveries,
+            "bounces": {seq: bounce_mark(item) for seq, item in deliveries.items()},
             "names": names,
         },
         headers=page_headers(request, staff.services),

@@ -28,12 +28,15 @@ from prometheus_client import Counter, Gauge
 
 from relay import metrics
 from relay.i18n import gettext as _
+from relay.mailbounce import read_bounce
 from relay.mailimap import ImapMailbox, MailError
-from relay.mailparse import PERSON, ParsedMail, log_summary, parse_mail
+from relay.mailparse import BOUNCE, PERSON, ParsedMail, log_summary, parse_mail
 from relay.mailsmtp import send_mail, smtp_reason
 from relay.mailstore import (
     DUPLICATE,
     IMPORTED,
+    MATCHED_BOUNCE,
+    Bounce,
     MailImport,
     MailStore,
     NewThread,
@@ -56,8 +59,15 @@ logger = logging.getLogger("relay.mail")
 
 IMPORTS = Counter(
     "vso_mail_imported",
-    "Fetched e-mails, by outcome: imported, duplicate, blocked or ignored_KIND.",
+    "Fetched e-mails, by outcome: imported, duplicate, blocked, matched_bounce"
+    " or ignored_KIND.",
     ["outcome"],
+    registry=metrics.REGISTRY,
+)
+BOUNCES = Counter(
+    "vso_mail_bounces",
+    "Bounces matched to a sent reply, by RFC 3464 action: failed, delayed or unknown.",
+    ["action"],
     registry=metrics.REGISTRY,
 )
 SENT = Counter(
@@ -242,7 +252,8 @@ class MailService:
         A person's mail joins the conversation whose reply token it names and
         whose sender it comes from, or starts a new one. Bounces, auto-replies,
         list mail and mail without a sender are recorded but not imported and
-        never answered. Mail with attachments, or over ``VSO_MAIL_MAX_BYTES``,
+        never answered; a bounce that names a sent reply marks that reply
+        undelivered. Mail with attachments, or over ``VSO_MAIL_MAX_BYTES``,
         gets one automatic reply that says what was not kept and why.
         """
         parsed = parse_mail(raw, self.settings.mail_max_bytes, size)
@@ -263,6 +274,8 @@ class MailService:
         )
         if record.outcome == IMPORTED:
             await self._prepare(record, parsed)
+        elif parsed.kind == BOUNCE and not duplicate:
+            await self._match_bounce(record, raw, parsed)
         outcome, message = await self.mail.record_import(record)
         logger.info(
             "mail %s:%d %s%s (%s)",
@@ -273,9 +286,34 @@ class MailService:
             log_summary(parsed),
         )
         IMPORTS.labels(outcome.replace(" ", "_")).inc()
+        if outcome == MATCHED_BOUNCE and record.bounce is not None:
+            action = record.bounce.action or "unknown"
+            BOUNCES.labels(action).inc()
+            logger.info(
+                "outbox mail %d of %s bounced: status %s, action %s",
+                record.bounce.outbox_id,
+                record.conversation_id,
+                record.bounce.status or "none",
+                action,
+            )
         if record.outgoing:
             self.wake()
         return outcome
+
+    async def _match_bounce(
+        self, record: MailImport, raw: bytes, parsed: ParsedMail
+    ) -> None:
+        """Attach a bounce to the reply it names; without one, the bounce stays
+        an ignored import."""
+        report = read_bounce(raw, parsed.sender)
+        if report is None:
+            return
+        reply = await self.mail.find_reply(report.message_ids)
+        if reply is None:
+            return
+        record.outcome = MATCHED_BOUNCE
+        record.conversation_id = reply.conversation_id
+        record.bounce = Bounce(reply.outbox_id, report.status, report.action)
 
     def _ignored(self, parsed: ParsedMail) -> str | None:
         """Return why mail is not imported, or None for a person's mail."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from relay.store import (
@@ -24,6 +25,7 @@ from relay.store import (
 
 IMPORTED = "imported"
 DUPLICATE = "duplicate"
+MATCHED_BOUNCE = "matched bounce"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,26 @@ class MailImport:
     message_id: str | None = None
     new_thread: NewThread | None = None
     outgoing: list[OutgoingMail] = field(default_factory=list)
+    bounce: Bounce | None = None
+
+
+@dataclass(frozen=True)
+class BouncedReply:
+    """The outbox reply that a bounce names."""
+
+    outbox_id: int
+    conversation_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A bounce to record on outbox mail: its RFC 3463 status code and RFC 3464
+    action ("failed" or "delayed"), each None when the bounce gave none."""
+
+    outbox_id: int
+    status: str | None
+    action: str | None
 
 
 @dataclass(frozen=True)
@@ -211,6 +233,8 @@ class MailStore:
             if message is not None or pending is None:
                 for outgoing in record.outgoing:
                     self._insert_outgoing(db, record.conversation_id, outgoing)
+            if record.bounce is not None:
+                self._mark_bounced(db, record.bounce)
             self._insert_import(db, record, outcome, with_message_id=True)
             return outcome, message
 
@@ -232,6 +256,17 @@ class MailStore:
                 outcome,
                 utc_now(),
             ),
+        )
+
+    @staticmethod
+    def _mark_bounced(db: sqlite3.Connection, bounce: Bounce) -> None:
+        """Record a bounce on its outbox mail. A later delay never replaces a
+        failure, because a delay report can arrive after the final one."""
+        db.execute(
+            "UPDATE mail_outbox SET bounced_at = ?, bounce_status = ?,"
+            " bounce_action = ? WHERE id = ?"
+            " AND NOT (bounce_action IS 'failed' AND ? IS NOT 'failed')",
+            (utc_now(), bounce.status, bounce.action, bounce.outbox_id, bounce.action),
         )
 
     def _seal_import(self, record: MailImport) -> dict[str, str]:
@@ -458,7 +493,8 @@ class MailStore:
     async def deliveries(self, conversation_id: str) -> dict[int, Delivery]:
         """Return the delivery of each reply in a conversation, by sequence number."""
         rows = await self.store.fetchall(
-            "SELECT seq, sent_at, attempts, last_error FROM mail_outbox"
+            "SELECT seq, sent_at, attempts, last_error, bounced_at, bounce_status,"
+            " bounce_action FROM mail_outbox"
             " WHERE conversation_id = ? AND kind = 'reply'",
             (conversation_id,),
         )
@@ -467,18 +503,64 @@ class MailStore:
                 sent_at=row["sent_at"],
                 attempts=row["attempts"],
                 failed=row["last_error"] is not None,
+                bounced_at=row["bounced_at"],
+                bounce_status=row["bounce_status"],
+                bounce_action=row["bounce_action"],
             )
             for row in rows
         }
 
+    async def find_reply(self, message_ids: Sequence[str]) -> BouncedReply | None:
+        """Return the outbox reply whose Message-ID comes first in
+        ``message_ids`` (given without angle brackets), or None."""
+        if not message_ids:
+            return None
+        bracketed = [f"<{message_id}>" for message_id in message_ids]
+        marks = ", ".join("?" * len(bracketed))
+        rows = await self.store.fetchall(
+            "SELECT id, conversation_id, seq, message_id FROM mail_outbox"
+            f" WHERE kind = 'reply' AND message_id IN ({marks})",
+            tuple(bracketed),
+        )
+        by_id = {row["message_id"]: row for row in rows}
+        for message_id in bracketed:
+            row = by_id.get(message_id)
+            if row is not None:
+                return BouncedReply(row["id"], row["conversation_id"], row["seq"])
+        return None
+
+    async def undelivered(self, conversation_ids: Sequence[str]) -> set[str]:
+        """Return those of ``conversation_ids`` whose newest reply bounced.
+
+        Only the newest reply counts, so that a conversation no longer shows
+        as undelivered once a volunteer wrote again.
+        """
+        if not conversation_ids:
+            return set()
+        marks = ", ".join("?" * len(conversation_ids))
+        rows = await self.store.fetchall(
+            "SELECT conversation_id FROM mail_outbox AS reply"
+            f" WHERE conversation_id IN ({marks}) AND kind = 'reply'"
+            " AND bounced_at IS NOT NULL AND seq = ("
+            " SELECT MAX(seq) FROM mail_outbox AS newer"
+            " WHERE newer.conversation_id = reply.conversation_id"
+            " AND newer.kind = 'reply')",
+            tuple(conversation_ids),
+        )
+        return {row["conversation_id"] for row in rows}
+
 
 @dataclass(frozen=True)
 class Delivery:
-    """Where a volunteer's reply is on its way out: sent, or waiting to retry."""
+    """A volunteer's reply on its way out (sent, or waiting to retry) and the
+    bounce that came back for it, if any."""
 
     sent_at: str | None
     attempts: int
     failed: bool
+    bounced_at: str | None = None
+    bounce_status: str | None = None
+    bounce_action: str | None = None
 
 
 async def purge_mail_records(store: Store, cutoff: str) -> tuple[int, int]:

@@ -421,6 +421,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DROP TABLE availability_periods;
     """,
+    # A bounce of a sent e-mail: when the relay recorded it, and the RFC 3463
+    # status code and RFC 3464 action it gave. The checks keep any other text,
+    # such as the Diagnostic-Code that names the recipient's mailbox, out.
+    """
+    ALTER TABLE mail_outbox ADD COLUMN bounced_at TEXT;
+    ALTER TABLE mail_outbox ADD COLUMN bounce_status TEXT
+        CHECK (length(bounce_status) <= 9 AND bounce_status NOT GLOB '*[^0-9.]*');
+    ALTER TABLE mail_outbox ADD COLUMN bounce_action TEXT
+        CHECK (bounce_action IN ('failed', 'delayed'));
+    """,
 )
 
 # Copies the conversations a deletion is about to remove into the daily counts.
