@@ -411,7 +411,7 @@ def ratio(table: dict[str, Any], n: int, key: str) -> float | None:
     baseline = table[f"raw_{n}"][key]
     if not baseline > 0:
         return None
-    return round(table[f"relay_{n}"][key] / baseline, 3)
+    return round(table[f"relay_{n}"][key] / baseline, 4)
 
 
 def write_doc(report: dict[str, Any]) -> None:
