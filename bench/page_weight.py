@@ -34,7 +34,7 @@ def weigh(content: bytes) -> dict[str, int]:
     return {"bytes": len(content), "gzip_bytes": len(gzip.compress(content, 9))}
 
 
-# What a script or style sheet loads in turn: module imports and @import rules.
+# Module imports and @import rules, which make a script or style sheet load more.
 NESTED_IMPORT = re.compile(
     r"""(?:\bimport\b[^;]*?\bfrom\s*|@import\s+url\()["']([^"']+)["']"""
 )

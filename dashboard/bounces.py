@@ -2,7 +2,7 @@
 
 An RFC 3463 status code's first digit is its class (4 temporary, 5 permanent);
 5.1.x codes mean a bad address and 5.2.2 a full mailbox. The RFC 3464 action
-tells whether the sending server gave up ("failed") or still tries ("delayed").
+states whether the sending server gave up ("failed") or still tries ("delayed").
 """
 
 from __future__ import annotations

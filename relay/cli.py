@@ -365,7 +365,7 @@ async def _check_data_key(settings: Settings, cipher: DataCipher) -> None:
 
     A database restored without its key, or started with another server's key,
     would otherwise serve chats whose history fails to load while new messages
-    are sealed with a key that nobody backed up.
+    are sealed with a new key of which no copy exists.
     """
     if not settings.database.exists():
         return

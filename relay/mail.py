@@ -251,9 +251,9 @@ class MailService:
 
         A person's mail joins the conversation whose reply token it names and
         whose sender it comes from, or starts a new one. Bounces, auto-replies,
-        list mail and mail without a sender are recorded but not imported and
-        never answered; a bounce that names a sent reply marks that reply
-        undelivered. Mail with attachments, or over ``VSO_MAIL_MAX_BYTES``,
+        list mail and mail without a sender are recorded but not imported, and
+        get no automatic reply. A bounce that names a sent reply marks that
+        reply undelivered. Mail with attachments, or over ``VSO_MAIL_MAX_BYTES``,
         gets one automatic reply that says what was not kept and why.
         """
         parsed = parse_mail(raw, self.settings.mail_max_bytes, size)

@@ -66,8 +66,8 @@ class BounceReport:
 
     ``message_ids`` are its candidate Message-IDs, without angle brackets,
     most reliable first. ``status`` is an RFC 3463 code such as "5.1.1", and
-    ``action`` is "failed" or "delayed"; either is None when the bounce gives
-    none that is valid.
+    ``action`` is "failed" or "delayed". Either is None when the bounce gives
+    no valid value for it.
     """
 
     message_ids: tuple[str, ...]

@@ -1,9 +1,9 @@
 """Bounces of the service's mail as real mail servers write them.
 
 Each builder takes the mail that bounced, as the SMTP server received it, and
-returns the bounce as bytes: Postfix's RFC 3464 report with the whole mail or
-with its headers only, and Gmail's and Exchange's notices that quote the
-original headers in their text.
+returns the bounce as bytes. The forms are Postfix's RFC 3464 report with the
+whole mail or with its headers only, and Gmail's and Exchange's notices that
+quote the original headers in their text.
 """
 
 from __future__ import annotations

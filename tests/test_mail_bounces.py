@@ -1,6 +1,6 @@
 """Bounces of replies, end to end: a volunteer replies from the dashboard, the
-bounce arrives in Dovecot, the relay fetches it, and the volunteer sees which
-reply was not delivered and why."""
+bounce arrives in Dovecot, the relay fetches it, and the dashboard shows the
+volunteer which reply was not delivered and why."""
 
 from __future__ import annotations
 
