@@ -40,6 +40,7 @@ from relay.services import Services, get_services
 from relay.settings import Settings
 from relay.store import Store, StoreError
 from relay.supervision import Supervision
+from relay.transport import ServerSendMiddleware
 
 logger = logging.getLogger("relay.app")
 
@@ -185,6 +186,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(ServerSendMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=settings.secure),
             Middleware(LanguageMiddleware),
         ],

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from relay import protocol
@@ -21,23 +20,42 @@ logger = logging.getLogger("relay.hub")
 SEND_QUEUE_FRAMES = 256
 
 
+class FrameWriter(Protocol):
+    """A writer of one socket's frames. ``relay.transport`` has the implementations."""
+
+    def write_now(self, texts: list[str]) -> bool:
+        """Write ``texts`` at once, or return False if that would mean waiting.
+
+        Raises when the socket is closed.
+        """
+        ...
+
+    async def write(self, texts: list[str]) -> None:
+        """Write ``texts``, waiting while the client is slow to read."""
+        ...
+
+    async def close(self, code: int) -> None: ...
+
+
 class Peer:
     """One open WebSocket, with a bounded queue of frames waiting to be sent.
 
     Frames are queued without waiting, so a slow reader never holds up a sender.
-    When the queue is full the connection is closed with 1013 and the client
-    resumes later from its last sequence number. A writer task runs only while
-    frames are queued, so an idle connection costs no task.
+    The frames queued while one event-loop callback runs (an ``ack`` and the
+    message it acknowledges, say) leave together when it ends, in one write if
+    the socket can take them. Only when it cannot does a writer task wait for
+    it, so an idle or fast connection costs no task.
 
-    A client that stops reading also stops taking the close frame, so when the
-    queue overflows the ``reader`` task (the socket's receive loop) is cancelled
-    if it is waiting for a frame, and the connection counts as gone at once.
+    When the queue is full the connection is closed with 1013 and the client
+    resumes later from its last sequence number. A client that stops reading
+    also stops taking the close frame, so when the queue overflows the
+    ``reader`` task (the socket's receive loop) is cancelled if it is waiting
+    for a frame, and the connection counts as gone at once.
     """
 
     def __init__(
         self,
-        send_text: Callable[[str], Awaitable[None]],
-        close: Callable[[int], Awaitable[None]],
+        frames: FrameWriter,
         *,
         kind: str,
         max_queued: int = SEND_QUEUE_FRAMES,
@@ -45,11 +63,11 @@ class Peer:
     ) -> None:
         self.id = secrets.token_hex(4)
         self.kind = kind
-        self._send_text = send_text
-        self._close = close
+        self._frames = frames
         self._max_queued = max_queued
         self._queue: deque[str | int] = deque()
         self._closing = False
+        self._flush_handle: asyncio.Handle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._reader = reader
         # Set by the receive loop while it waits for the client's next frame.
@@ -68,7 +86,7 @@ class Peer:
                 self._reader.cancel()
             return
         self._queue.append(protocol.encode(frame))
-        self._wake_writer()
+        self._schedule_flush()
 
     def close(self, code: int) -> None:
         """Close the connection after the frames already queued, unless full."""
@@ -79,31 +97,66 @@ class Peer:
             # Drop what is queued: the client resumes from its last seq anyway.
             self._queue.clear()
         self._queue.append(code)
-        self._wake_writer()
+        self._schedule_flush()
 
-    def _wake_writer(self) -> None:
-        if self._writer is None or self._writer.done():
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is not None or self._writing():
+            return
+        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _writing(self) -> bool:
+        return self._writer is not None and not self._writer.done()
+
+    def _flush(self) -> None:
+        """Write what is queued now; leave to a writer task what has to wait."""
+        self._flush_handle = None
+        if self._writing() or not self._queue:
+            return
+        texts = self._take_texts()
+        try:
+            if texts and self._frames.write_now(texts):
+                texts = []
+        except Exception as error:  # the socket is gone, and the reader sees that
+            self._lost(error)
+            return
+        if texts or self._queue:
             self._writer = asyncio.create_task(
-                self._write(), name=f"peer-writer-{self.id}"
+                self._write(texts), name=f"peer-writer-{self.id}"
             )
 
-    async def _write(self) -> None:
-        while self._queue:
-            item = self._queue.popleft()
-            try:
+    def _take_texts(self) -> list[str]:
+        """Take the frames at the front of the queue, up to a close code."""
+        texts: list[str] = []
+        while self._queue and isinstance(self._queue[0], str):
+            texts.append(self._queue.popleft())  # type: ignore[arg-type]
+        return texts
+
+    async def _write(self, texts: list[str]) -> None:
+        try:
+            while True:
+                if texts:
+                    await self._frames.write(texts)
+                if not self._queue:
+                    return
+                item = self._queue[0]
                 if isinstance(item, int):
                     self._queue.clear()
-                    await self._close(item)
+                    await self._frames.close(item)
                     return
-                await self._send_text(item)
-            except Exception as error:  # the socket is gone; the reader will see it
-                logger.debug("%s %s send failed: %r", self.kind, self.id, error)
-                self._closing = True
-                self._queue.clear()
-                return
+                texts = self._take_texts()
+        except Exception as error:  # the socket is gone, and the reader sees that
+            self._lost(error)
+
+    def _lost(self, error: Exception) -> None:
+        logger.debug("%s %s send failed: %r", self.kind, self.id, error)
+        self._closing = True
+        self._queue.clear()
 
     async def drain(self, timeout: float) -> None:
         """Wait until a requested close has been sent, at most ``timeout`` seconds."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
         if self._writer is None:
             return
         try:
@@ -116,9 +169,12 @@ class Peer:
         return self._closing
 
     async def stop(self) -> None:
-        """Stop the writer task; called once the connection has ended."""
+        """Stop writing; called once the connection has ended."""
         self._closing = True
         self._queue.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._writer is None:
             return
         self._writer.cancel()

@@ -250,9 +250,14 @@ def decode(text: str) -> dict[str, Any]:
     return data
 
 
+# One encoder for every frame: ``json.dumps`` with options builds a new one
+# each call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(frame: dict[str, Any]) -> str:
     """Encode a frame compactly; non-ASCII text stays as UTF-8."""
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(frame)
 
 
 def _string(data: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
