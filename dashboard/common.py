@@ -15,7 +15,7 @@ from relay.forms import read_form as read_form
 from relay.pages import content_security_policy, make_templates, serving_origin
 from relay.services import Services, get_services
 from relay.settings import ws_origin
-from relay.store import Volunteer, utc_ago
+from relay.store import Volunteer
 
 logger = logging.getLogger("dashboard")
 
@@ -45,7 +45,7 @@ async def signed_in_volunteer(
     if session_id is None:
         return None, None
     volunteer = await services.store.get_session_volunteer(
-        session_id, idle_since=utc_ago(services.settings.session_idle_seconds)
+        session_id, idle_seconds=services.settings.session_idle_seconds
     )
     if volunteer is None:
         return None, None

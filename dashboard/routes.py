@@ -192,11 +192,11 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     # The cookie cannot change while the socket is open, so its signature is
     # checked once here and only its age on each frame.
     session_expires_at = services.signer.session_expires_at(cookie)
-    # Each check of the session is a database write. Sockets opened together
-    # (after a restart, say) would all check in the same second a minute
-    # later and hold up the messages' commits, so the first check comes at a
-    # random point within the first minute.
-    session_checked_at = time.monotonic() - random.uniform(0, SESSION_CHECK_SECONDS)
+    # The handshake has just checked the session, so the socket's first check
+    # comes one to two minutes later. Sockets opened together (after a
+    # restart, say) thus spread their checks over a minute instead of all
+    # reading the database in the same second.
+    session_checked_at = time.monotonic() + random.uniform(0, SESSION_CHECK_SECONDS)
 
     async def handle(text: str) -> None:
         nonlocal session_checked_at

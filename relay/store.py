@@ -47,6 +47,9 @@ BUSY_TIMEOUT_MS = 5000
 # can take tens of milliseconds; they run in a thread of their own at this
 # interval, so that no commit, and no ack, waits for one.
 CHECKPOINT_SECONDS = 1.0
+# A session's last use is written at most this often (less when the idle
+# time allowed is short).
+SESSION_SEEN_STEP_SECONDS = 60.0
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: volunteers, sessions, sites, conversations and messages.
@@ -982,12 +985,14 @@ class Store:
             )
 
     async def get_session_volunteer(
-        self, session_id: str, idle_since: str | None = None
+        self, session_id: str, idle_seconds: float | None = None
     ) -> Volunteer | None:
         """Return the active volunteer a session belongs to, or None.
 
-        With ``idle_since`` (ISO 8601 UTC), a session last seen before it counts
-        as expired and is deleted; a live one is marked seen now.
+        With ``idle_seconds``, a session last seen longer ago counts as expired
+        and is deleted. A live one is marked seen now unless that was done
+        recently: a dashboard checks its session on every page and every minute
+        on each socket, and most checks then need no write.
         """
         row = await self._fetchone(
             "SELECT volunteers.*, sessions.last_seen_at AS session_seen_at"
@@ -997,10 +1002,15 @@ class Store:
         )
         if row is None:
             return None
-        if idle_since is not None:
-            if (row["session_seen_at"] or "") < idle_since:
-                await self.delete_session(session_id)
-                return None
+        if idle_seconds is None:
+            return _volunteer(row)
+        seen_at = row["session_seen_at"] or ""
+        if seen_at < utc_ago(idle_seconds):
+            await self.delete_session(session_id)
+            return None
+        # A tenth of the idle time at most, so a session in use never expires.
+        step = min(SESSION_SEEN_STEP_SECONDS, idle_seconds / 10)
+        if seen_at < utc_ago(step):
             async with self._transaction() as tx:
                 await tx.execute(
                     "UPDATE sessions SET last_seen_at = ? WHERE id = ?",

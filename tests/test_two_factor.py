@@ -3,10 +3,12 @@ recovery codes, each usable once; and session idle expiry in the store."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,7 @@ import pyotp
 import pytest
 
 from relay.crypto import DataCipher, new_key_text
-from relay.store import Store, utc_ago
+from relay.store import Store
 from tests.relayserver import RelayServer
 
 pytestmark = pytest.mark.anyio
@@ -197,8 +199,8 @@ async def test_session_idle_expired(tmp_path: Path) -> None:
     try:
         volunteer = await store.add_volunteer("vera", "Vera", "hash", 2)
         await store.create_session("s-1", volunteer.id)
-        live = await store.get_session_volunteer("s-1", idle_since=utc_ago(60))
-        expired = await store.get_session_volunteer("s-1", idle_since=utc_ago(-60))
+        live = await store.get_session_volunteer("s-1", idle_seconds=60)
+        expired = await store.get_session_volunteer("s-1", idle_seconds=-60)
         gone = await store.get_session_volunteer("s-1")
     finally:
         await store.close()
@@ -206,6 +208,45 @@ async def test_session_idle_expired(tmp_path: Path) -> None:
     assert live is not None
     assert expired is None
     assert gone is None
+
+
+async def test_session_seen_written_once_a_step(tmp_path: Path) -> None:
+    """A check marks the session seen only when the last mark is a step old."""
+    path = tmp_path / "db.sqlite3"
+    store = await Store.open(path, DataCipher.from_text(new_key_text()))
+
+    def seen_at() -> str:
+        with closing(sqlite3.connect(path)) as db:
+            return str(
+                db.execute(
+                    "SELECT last_seen_at FROM sessions WHERE id = 's-1'"
+                ).fetchone()[0]
+            )
+
+    try:
+        volunteer = await store.add_volunteer("vera", "Vera", "hash", 2)
+        await store.create_session("s-1", volunteer.id)
+        created = seen_at()
+        await asyncio.sleep(0.01)
+        await store.get_session_volunteer("s-1", idle_seconds=3600)
+        after_recent_check = seen_at()
+        # With one second of idle time allowed, the step is a tenth of it.
+        await asyncio.sleep(0.15)
+        await store.get_session_volunteer("s-1", idle_seconds=1)
+        after_step = seen_at()
+        # Checked every 0.15 s for 1.5 s, a session with 1 s of idle time
+        # stays live only if the checks keep marking it seen.
+        live_checks = []
+        for _ in range(10):
+            await asyncio.sleep(0.15)
+            volunteer_seen = await store.get_session_volunteer("s-1", idle_seconds=1)
+            live_checks.append(volunteer_seen is not None)
+    finally:
+        await store.close()
+
+    assert after_recent_check == created
+    assert after_step > created
+    assert all(live_checks)
 
 
 async def test_rotated_key_still_opens_totp_secret(tmp_path: Path) -> None:
