@@ -22,10 +22,11 @@ the 101 response has been written. Early frames are then handled like any others
 the application receives them, a ping gets its pong, and an invalid or oversized
 frame closes the socket with 1002 or 1009.
 
-NOTE: written against uvicorn 0.55 and websockets 17; both classes use attributes
-of uvicorn's private protocol classes. Remove them when uvicorn hands on the bytes
-after an upgrade request and holds frames until the handshake completes; the tests
-in ``tests/test_upgrade.py`` show whether it does.
+NOTE: written against uvicorn 0.55 and websockets 17. Both classes use attributes
+of uvicorn's private protocol classes, so ``pyproject.toml`` holds uvicorn to 0.55.
+Remove them when uvicorn hands on the bytes after an upgrade request and buffers
+frames until the handshake completes, which ``tests/test_upgrade.py`` shows when run
+with uvicorn's own classes.
 """
 
 from __future__ import annotations

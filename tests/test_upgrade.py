@@ -134,6 +134,17 @@ def wait_for_log(server: RelayServer, text: str) -> None:
         time.sleep(0.05)
 
 
+def expect_closed_with(relay: RelayServer, client: RawClient, code: int) -> None:
+    """Check that the first frame after the 101 closes the socket with ``code``."""
+    assert client.response_status() == 101
+    reply = client.frame()
+    client.close()
+    assert reply.opcode == CLOSE
+    assert reply.close_code() == code
+    wait_for_log(relay, "closed")
+    assert error_lines(relay) == []
+
+
 def test_upgrade_pipelined_frame_answered(relay: RelayServer) -> None:
     client = RawClient(relay)
     client.socket.sendall(handshake_request(relay) + json_frame({"type": "ping"}))
@@ -168,15 +179,9 @@ def test_upgrade_pipelined_close_logs_no_error(relay: RelayServer) -> None:
     client.socket.sendall(
         handshake_request(relay) + json_frame({"type": "ping"}) + goodbye
     )
-    assert client.response_status() == 101
     # The relay echoes the close frame as soon as it parses it and sends nothing
     # after it, neither the status frame nor the pong.
-    reply = client.frame()
-    client.close()
-    assert reply.opcode == CLOSE
-    assert reply.close_code() == 1000
-    wait_for_log(relay, "closed")
-    assert error_lines(relay) == []
+    expect_closed_with(relay, client, 1000)
 
 
 def test_upgrade_frame_split_before_accept(relay: RelayServer) -> None:
@@ -210,13 +215,15 @@ def test_upgrade_oversized_early_frame_closed_1009(relay: RelayServer) -> None:
     client = RawClient(relay)
     header = struct.pack("!BBQ", 0x80 | TEXT, 0x80 | 127, 1 << 20)
     client.socket.sendall(handshake_request(relay) + header + bytes(4) + bytes(100))
-    assert client.response_status() == 101
-    reply = client.frame()
-    client.close()
-    assert reply.opcode == CLOSE
-    assert reply.close_code() == 1009
-    wait_for_log(relay, "closed")
-    assert error_lines(relay) == []
+    expect_closed_with(relay, client, 1009)
+
+
+def test_upgrade_unmasked_early_frame_closed_1002(relay: RelayServer) -> None:
+    # RFC 6455 requires every client frame to be masked.
+    unmasked = struct.pack("!BB", 0x80 | TEXT, 2) + b"{}"
+    client = RawClient(relay)
+    client.socket.sendall(handshake_request(relay) + unmasked)
+    expect_closed_with(relay, client, 1002)
 
 
 def test_upgrade_rejected_socket_drops_early_frames(relay: RelayServer) -> None:
