@@ -310,7 +310,7 @@ async def content_check(settings: Settings, args: argparse.Namespace) -> None:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Return the keyword arguments ``vso serve`` gives ``uvicorn.run``.
 
-    The benchmark imports them, so that it measures the relay as it is served.
+    The benchmark starts the relay with ``vso serve``, so it measures these too.
     """
     from relay import upgrade
 

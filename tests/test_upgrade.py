@@ -4,6 +4,7 @@ against a real ``vso serve``."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -33,8 +34,11 @@ class Frame:
         return code
 
 
-def handshake_request(server: RelayServer, path: str = "/chat/ws?site=demo") -> bytes:
+def handshake_request(
+    server: RelayServer, path: str = "/chat/ws?site=demo", cookie: str | None = None
+) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    cookie_line = "" if cookie is None else f"Cookie: vso_session={cookie}\r\n"
     return (
         f"GET {path} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{server.port}\r\n"
@@ -43,6 +47,7 @@ def handshake_request(server: RelayServer, path: str = "/chat/ws?site=demo") -> 
         f"Sec-WebSocket-Key: {key}\r\n"
         "Sec-WebSocket-Version: 13\r\n"
         f"Origin: {server.base_url}\r\n"
+        f"{cookie_line}"
         "\r\n"
     ).encode()
 
@@ -151,6 +156,19 @@ def test_upgrade_pipelined_frame_answered(relay: RelayServer) -> None:
     assert client.response_status() == 101
     assert client.frame_of_type("status")["type"] == "status"
     assert client.frame_of_type("pong") == {"type": "pong"}
+    client.close()
+    assert error_lines(relay) == []
+
+
+def test_upgrade_pipelined_hello_answered(relay: RelayServer) -> None:
+    assert relay.demo_password is not None
+    cookie = asyncio.run(relay.sign_in("demo", relay.demo_password))
+    hello = json_frame({"type": "hello", "last_seq": {}})
+    client = RawClient(relay)
+    client.socket.sendall(handshake_request(relay, "/dashboard/ws", cookie) + hello)
+    assert client.response_status() == 101
+    assert client.frame_of_type("state")["type"] == "state"
+    assert client.frame_of_type("queue")["type"] == "queue"
     client.close()
     assert error_lines(relay) == []
 
