@@ -310,8 +310,10 @@ async def content_check(settings: Settings, args: argparse.Namespace) -> None:
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Return the keyword arguments ``vso serve`` gives ``uvicorn.run``.
 
-    The benchmark imports them, so that it measures the relay as it is served.
+    The benchmark starts the relay with ``vso serve``, so it measures these too.
     """
+    from relay import upgrade
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -323,10 +325,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log": False,
         "server_header": False,
         "proxy_headers": False,
-        # uvloop and httptools when installed, as with uvicorn[standard].
+        # uvloop when installed; httptools and websockets come with
+        # uvicorn[standard]. Both protocol classes are uvicorn's, changed to
+        # keep frames that a client sends right behind its handshake request.
         "loop": "auto",
-        "http": "auto",
-        "ws": "websockets-sansio",
+        "http": upgrade.HttpProtocol,
+        "ws": upgrade.WebSocketProtocol,
         "ws_max_size": settings.max_frame_bytes,
         # Compression multiplies the memory of each connection for short frames.
         "ws_per_message_deflate": False,
