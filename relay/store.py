@@ -47,6 +47,14 @@ BUSY_TIMEOUT_MS = 5000
 # can take tens of milliseconds; they run in a thread of their own at this
 # interval, so that no commit, and no ack, waits for one.
 CHECKPOINT_SECONDS = 1.0
+# SQLite starts the WAL over only when a transaction begins while every frame
+# is already checkpointed, which the checkpoint thread alone never achieves
+# under unbroken load. So the group-commit writer, the only writer between its
+# batches, checkpoints itself when the WAL file is larger than this, and
+# ``journal_size_limit`` cuts the file back to it when the log starts over.
+# Each such checkpoint copies at most about this much, while the batch waits:
+# 4 MiB, SQLite's own automatic checkpoint size (1,000 pages of 4 KiB).
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: volunteers, sessions, sites, conversations and messages.
@@ -731,11 +739,18 @@ class Store:
     """
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, cipher: DataCipher | None
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        cipher: DataCipher | None,
+        wal_size_limit: int,
     ) -> None:
         self._db = db
         self._path = path
         self._cipher = cipher
+        self._wal_path = path.with_name(path.name + "-wal")
+        self._wal_size_limit = wal_size_limit
+        self._wal_retry_size = wal_size_limit
         self._write_lock = asyncio.Lock()
         self._writer_db: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="vso-writer")
@@ -746,8 +761,22 @@ class Store:
         self._checkpoints: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, cipher: DataCipher | None = None) -> Store:
-        """Open (creating if needed) the database and apply pending migrations."""
+    async def open(
+        cls,
+        path: Path,
+        cipher: DataCipher | None = None,
+        *,
+        wal_size_limit: int = WAL_SIZE_LIMIT,
+    ) -> Store:
+        """Open (creating if needed) the database and apply pending migrations.
+
+        ``wal_size_limit`` (bytes) bounds the WAL file under unbroken load: see
+        ``WAL_SIZE_LIMIT``.
+        """
+        if wal_size_limit < 0:
+            raise ValueError(
+                f"wal_size_limit must be 0 or more bytes, not {wal_size_limit}."
+            )
         # Only the relay's user may read the conversations; SQLite gives the
         # -wal and -shm files the database file's mode.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -758,20 +787,21 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"Cannot open the database {path}: {error}") from error
         db.row_factory = sqlite3.Row
-        store = cls(db, path, cipher)
+        store = cls(db, path, cipher, wal_size_limit)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
             await store._migrate()
             await db.execute("PRAGMA wal_autocheckpoint = 0")
             loop = asyncio.get_running_loop()
             store._writer_db = await loop.run_in_executor(
-                store._writer, _connect_writer, path
+                store._writer, _connect_writer, path, wal_size_limit
             )
             store._checkpoint_db = await loop.run_in_executor(
-                store._checkpointer, _connect_writer, path
+                store._checkpointer, _connect_writer, path, wal_size_limit
             )
         except BaseException:
             await db.close()
@@ -1505,6 +1535,7 @@ class Store:
         or ``StoreError`` after rolling back when the transaction fails, and then
         nothing was stored.
         """
+        self._limit_wal(db)
         results: list[tuple[Message, bool] | Exception] = []
         # The messages of a batch are committed together, so they share a time.
         created_at = utc_now()
@@ -1518,6 +1549,38 @@ class Store:
                 db.execute("ROLLBACK")
             raise
         return results
+
+    def _limit_wal(self, db: sqlite3.Connection) -> None:
+        """Checkpoint the WAL when its file is over the limit, in the writer thread.
+
+        No other transaction writes meanwhile, so a passive checkpoint here
+        copies every frame that no reader still needs, usually all of them. The
+        transaction that follows then starts the log over, and SQLite truncates
+        the file to ``journal_size_limit``. A passive checkpoint waits for no
+        reader and copies only the frames written since the checkpoint thread's
+        last pass. A read that began before it (a backup) keeps the log from
+        starting over, so the next attempt waits until the file has grown by
+        another limit.
+        """
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size <= self._wal_size_limit:
+            self._wal_retry_size = self._wal_size_limit
+            return
+        if size <= self._wal_retry_size:
+            return
+        try:
+            row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as error:
+            # The batch can still be written, and the next batch tries again.
+            logger.error("checkpointing the WAL of %d bytes failed: %s", size, error)
+            return
+        # The first column is 1 when the checkpoint thread held the checkpoint
+        # lock. Then nothing was copied, and the next batch tries again.
+        if row[0] == 0:
+            self._wal_retry_size = size + self._wal_size_limit
 
     def _write_one(
         self, db: sqlite3.Connection, pending: _PendingMessage, created_at: str
@@ -2469,13 +2532,14 @@ def _run_transaction(
     return result
 
 
-def _connect_writer(path: Path) -> sqlite3.Connection:
+def _connect_writer(path: Path, wal_size_limit: int) -> sqlite3.Connection:
     """Open a connection for a thread of the store, with the store's pragmas."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
     db.execute("PRAGMA wal_autocheckpoint = 0")
     return db
 
