@@ -94,6 +94,64 @@ async def test_store_wal_bounded_under_unbroken_writes(tmp_path: Path) -> None:
             assert stored == sorted(seqs), f"{conversation_id} lost messages"
 
 
+async def test_store_wal_cut_back_after_long_read(tmp_path: Path) -> None:
+    path = tmp_path / "vso.sqlite3"
+    wal = tmp_path / "vso.sqlite3-wal"
+    store = await Store.open(
+        path, DataCipher.from_text(new_key_text()), wal_size_limit=LIMIT
+    )
+    sent = 0
+    try:
+        conversations, volunteer_id = await open_conversations(store)
+
+        async def send_round() -> None:
+            # One message from each sender, all pending together.
+            nonlocal sent
+            results = await asyncio.gather(
+                *(
+                    store.add_message(
+                        conversation_id,
+                        "volunteer",
+                        f"m{sent}",
+                        "x" * 300,
+                        volunteer_id,
+                    )
+                    for conversation_id in conversations
+                )
+            )
+            assert all(created for _, created in results)
+            sent += 1
+
+        # A reader inside one transaction, as a backup is, needs the frames
+        # written after its snapshot, so the log cannot start over.
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM messages").fetchone()
+            for _ in range(MESSAGES_EACH // 2):
+                await send_round()
+            during_read = wal.stat().st_size
+        finally:
+            reader.close()
+        rounds_after = 0
+        while wal.stat().st_size > LIMIT and rounds_after < MESSAGES_EACH:
+            await send_round()
+            rounds_after += 1
+        after_read = wal.stat().st_size
+    finally:
+        await store.close()
+
+    assert during_read > 2 * LIMIT
+    assert after_read <= LIMIT, f"the WAL file stayed at {after_read} bytes"
+    with sqlite3.connect(path) as db:
+        for conversation_id in conversations:
+            (count,) = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+            assert count == sent, f"{conversation_id} lost messages"
+
+
 async def test_store_wal_limit_negative_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="wal_size_limit"):
         await Store.open(tmp_path / "vso.sqlite3", wal_size_limit=-1)
