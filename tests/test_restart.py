@@ -5,6 +5,7 @@ WebSockets and on the chat page without scripts."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -41,12 +42,16 @@ def anyio_backend() -> str:
 
 @asynccontextmanager
 async def restarted_relay(
-    directory: Path, grace: str, available: bool = True
+    directory: Path,
+    grace: str,
+    available: bool = True,
+    stop_signal: int = signal.SIGTERM,
 ) -> AsyncIterator[tuple[RelayServer, str]]:
     """Yield a relay restarted after the demo volunteer's dashboard was open,
     with "Available" switched on or not, and that volunteer's session cookie.
 
-    The dashboard socket closes with the restart and is not reopened.
+    The relay stops on ``stop_signal``. The dashboard socket closes with the
+    restart and is not reopened.
     """
     async with running_relay(directory, volunteer_grace_seconds=grace) as relay:
         assert relay.demo_password is not None
@@ -55,7 +60,7 @@ async def restarted_relay(
             await available_volunteer(relay, cookie)
         else:
             await volunteer(relay, cookie)
-        await asyncio.to_thread(relay.stop)
+        await asyncio.to_thread(relay.stop, stop_signal)
         await asyncio.to_thread(relay.start)
         yield relay, cookie
 
@@ -106,8 +111,14 @@ def statuses(client: Client) -> list[bool]:
 # Over WebSockets
 
 
-async def test_restart_visitor_queued_until_volunteer_returns(tmp_path: Path) -> None:
-    async with restarted_relay(tmp_path, LONG_GRACE) as (relay, cookie):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
+async def test_restart_visitor_queued_until_volunteer_returns(
+    tmp_path: Path, stop_signal: int
+) -> None:
+    async with restarted_relay(tmp_path, LONG_GRACE, stop_signal=stop_signal) as (
+        relay,
+        cookie,
+    ):
         client, status = await visitor_with_status(relay)
         await client.send({"type": "start"})
         started = await client.expect("started")
