@@ -796,7 +796,7 @@ class Store:
             raise ValueError(
                 f"wal_size_limit must be 0 or more bytes, not {wal_size_limit}."
             )
-        if checkpoint_seconds <= 0:
+        if not checkpoint_seconds > 0:  # also rejects NaN
             raise ValueError(
                 f"checkpoint_seconds must be more than 0, not {checkpoint_seconds}."
             )

@@ -183,7 +183,12 @@ async def test_store_wal_cut_back_after_long_read(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("option", "value"), [("wal_size_limit", -1), ("checkpoint_seconds", 0)]
+    ("option", "value"),
+    [
+        ("wal_size_limit", -1),
+        ("checkpoint_seconds", 0),
+        ("checkpoint_seconds", float("nan")),
+    ],
 )
 async def test_store_wal_options_invalid_rejected(
     tmp_path: Path, option: str, value: float
