@@ -106,6 +106,9 @@ class ChatService:
         self._display_names: dict[int, str] = {}
         self._visitor_timers: dict[str, asyncio.Task[None]] = {}
         self._volunteer_timers: dict[int, asyncio.Task[None]] = {}
+        # Volunteers whose "Available" was on when the relay stopped, until their
+        # first dashboard socket returns or their grace period ends.
+        self._expected: set[int] = set()
         self._any_available = False
         # Visitors without a socket: the task that marks one gone when requests stop.
         # NOTE: this presence lives in this process, like the grace timers, not in
@@ -126,7 +129,9 @@ class ChatService:
         """Rebuild the queue and assignments from storage after a start.
 
         Nobody is connected yet, so every open conversation and every volunteer
-        with chats gets its grace period to come back.
+        with chats gets its grace period to come back. Volunteers whose
+        "Available" was on count as available during theirs, because their
+        dashboards reconnect a few seconds after the start.
         """
         await self.availability.restart()
         open_conversations = await self.store.list_open_conversations()
@@ -152,9 +157,17 @@ class ChatService:
         for volunteer in await self.store.list_available_volunteers():
             self.pairing.add_volunteer(volunteer.id, volunteer.capacity)
             self.pairing.set_available(volunteer.id, True)
+            self._expected.add(volunteer.id)
             self._start_volunteer_timer(volunteer.id)
+        self._any_available = self.volunteers_available()
         if open_conversations:
             logger.info("restored %d open conversations", len(open_conversations))
+        if self._expected:
+            logger.info(
+                "expecting %d available volunteers back within %g s",
+                len(self._expected),
+                self.timeouts.volunteer,
+            )
 
     async def stop(self) -> None:
         """Cancel grace timers; conversations stay open for the next start."""
@@ -170,6 +183,7 @@ class ChatService:
         self._visitor_timers.clear()
         self._volunteer_timers.clear()
         self._http_presence.clear()
+        self._expected.clear()
 
     # Visitors
 
@@ -184,10 +198,13 @@ class ChatService:
         """Return True when a volunteer is switched on and connected right now.
 
         A volunteer inside their reconnection grace period is not counted, so
-        visitors are not queued for someone who may not come back.
+        visitors are not queued for someone who may not come back. The
+        exception is the grace period that starts with the relay: a volunteer
+        who was available when it stopped counts until their dashboard returns
+        or the period ends.
         """
         return any(
-            self.hub.volunteer_connected(volunteer)
+            self.hub.volunteer_connected(volunteer) or volunteer in self._expected
             for volunteer in self.pairing.available_volunteers()
         )
 
@@ -435,6 +452,7 @@ class ChatService:
         async with self._pairing_lock:
             self.pairing.add_volunteer(volunteer_id, capacity)
             self.hub.add_volunteer(volunteer_id, peer)
+            self._expected.discard(volunteer_id)
             self._cancel_volunteer_timer(volunteer_id)
             self._announce_availability()
             await self._record_availability(volunteer_id)
@@ -603,6 +621,7 @@ class ChatService:
     async def hand_back(self, volunteer_id: int) -> None:
         """Return a departed volunteer's chats to the front of the queue."""
         async with self._pairing_lock:
+            self._expected.discard(volunteer_id)
             handed_back = self.pairing.release(volunteer_id)
             for conversation_id in handed_back:
                 self._joined.pop(conversation_id, None)

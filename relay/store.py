@@ -15,6 +15,7 @@ survives the relay's crash; a power cut can lose the last ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,22 @@ CHECKPOINT_SECONDS = 1.0
 # A session's last use is written at most this often (less when the idle
 # time allowed is short).
 SESSION_SEEN_STEP_SECONDS = 60.0
+# SQLite starts the WAL over only when a transaction begins while every frame
+# is already checkpointed, which the checkpoint thread alone never achieves
+# under unbroken load. So when a pass of that thread finds a log larger than
+# this, the group-commit writer, the only writer between its batches, runs a
+# checkpoint of what is left before its next batch, and that batch starts the
+# log over. ``journal_size_limit`` then cuts the file back to this size.
+# 4 MiB is SQLite's own automatic checkpoint size (1,000 pages of 4 KiB).
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+# When the file grows past this many limits between two passes of the
+# checkpoint thread, the writer calls for the next pass at once.
+WAL_HARD_LIMIT_FACTOR = 8
+# Passes of the checkpoint thread in a row before it requests that the writer
+# start the log over. Each copies what was written during the one before.
+WAL_PASSES_BEFORE_RESTART = 3
+# Each frame of the WAL is one page and a 24-byte header.
+WAL_FRAME_HEADER = 24
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: volunteers, sessions, sites, conversations and messages.
@@ -734,11 +751,26 @@ class Store:
     """
 
     def __init__(
-        self, db: aiosqlite.Connection, path: Path, cipher: DataCipher | None
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        cipher: DataCipher | None,
+        wal_size_limit: int,
+        checkpoint_seconds: float,
     ) -> None:
         self._db = db
         self._path = path
         self._cipher = cipher
+        self._wal_path = path.with_name(path.name + "-wal")
+        self._wal_size_limit = wal_size_limit
+        self._wal_hard_limit = wal_size_limit * WAL_HARD_LIMIT_FACTOR
+        self._wal_retry_size = self._wal_hard_limit
+        # Set by the checkpoint thread, cleared by the writer thread.
+        self._wal_restart_due = False
+        self._frame_size = 4096 + WAL_FRAME_HEADER
+        self._checkpoint_seconds = checkpoint_seconds
+        self._checkpoint_due = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._write_lock = asyncio.Lock()
         self._writer_db: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="vso-writer")
@@ -749,8 +781,28 @@ class Store:
         self._checkpoints: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path, cipher: DataCipher | None = None) -> Store:
-        """Open (creating if needed) the database and apply pending migrations."""
+    async def open(
+        cls,
+        path: Path,
+        cipher: DataCipher | None = None,
+        *,
+        wal_size_limit: int = WAL_SIZE_LIMIT,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> Store:
+        """Open (creating if needed) the database and apply pending migrations.
+
+        ``wal_size_limit`` (bytes) bounds the WAL file under unbroken load: see
+        ``WAL_SIZE_LIMIT``. A thread checkpoints the WAL every
+        ``checkpoint_seconds``.
+        """
+        if wal_size_limit < 0:
+            raise ValueError(
+                f"wal_size_limit must be 0 or more bytes, not {wal_size_limit}."
+            )
+        if not checkpoint_seconds > 0:  # also rejects NaN
+            raise ValueError(
+                f"checkpoint_seconds must be more than 0, not {checkpoint_seconds}."
+            )
         # Only the relay's user may read the conversations; SQLite gives the
         # -wal and -shm files the database file's mode.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -761,20 +813,25 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"Cannot open the database {path}: {error}") from error
         db.row_factory = sqlite3.Row
-        store = cls(db, path, cipher)
+        store = cls(db, path, cipher, wal_size_limit, checkpoint_seconds)
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute("PRAGMA synchronous = NORMAL")
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
             await store._migrate()
             await db.execute("PRAGMA wal_autocheckpoint = 0")
+            async with db.execute("PRAGMA page_size") as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                store._frame_size = int(row[0]) + WAL_FRAME_HEADER
             loop = asyncio.get_running_loop()
             store._writer_db = await loop.run_in_executor(
-                store._writer, _connect_writer, path
+                store._writer, _connect_writer, path, wal_size_limit
             )
             store._checkpoint_db = await loop.run_in_executor(
-                store._checkpointer, _connect_writer, path
+                store._checkpointer, _connect_writer, path, wal_size_limit
             )
         except BaseException:
             await db.close()
@@ -787,21 +844,39 @@ class Store:
         return store
 
     async def _checkpoint_forever(self) -> None:
-        """Checkpoint the WAL every ``CHECKPOINT_SECONDS`` until the store closes."""
+        """Checkpoint the WAL every ``checkpoint_seconds`` until the store closes."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._checkpoint_due.wait(), self._checkpoint_seconds
+                )
+            self._checkpoint_due.clear()
             if self._checkpoint_db is None:
                 return
             try:
                 await loop.run_in_executor(
-                    self._checkpointer,
-                    self._checkpoint_db.execute,
-                    "PRAGMA wal_checkpoint(PASSIVE)",
+                    self._checkpointer, self._checkpoint_pass, self._checkpoint_db
                 )
             except sqlite3.Error as error:
                 # The WAL keeps every commit; the next attempt catches up.
                 logger.error("checkpointing the database failed: %s", error)
+
+    def _checkpoint_pass(self, db: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file; runs in the checkpoint thread.
+
+        A log over the limit is left for the writer to start over. Before
+        that, further passes copy what was written during the one before, so
+        that the writer finds less left to copy.
+        """
+        for _ in range(WAL_PASSES_BEFORE_RESTART):
+            row = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            busy, frames, copied = row
+            if busy or frames * self._frame_size <= self._wal_size_limit:
+                return
+            if copied == frames:
+                break
+        self._wal_restart_due = True
 
     async def close(self) -> None:
         """Store the messages still pending, then close every connection."""
@@ -1515,6 +1590,7 @@ class Store:
         or ``StoreError`` after rolling back when the transaction fails, and then
         nothing was stored.
         """
+        self._limit_wal(db)
         results: list[tuple[Message, bool] | Exception] = []
         # The messages of a batch are committed together, so they share a time.
         created_at = utc_now()
@@ -1528,6 +1604,45 @@ class Store:
                 db.execute("ROLLBACK")
             raise
         return results
+
+    def _limit_wal(self, db: sqlite3.Connection) -> None:
+        """Start the WAL over when it is over its limit, in the writer thread.
+
+        When the checkpoint thread requests it, the writer runs a passive
+        checkpoint. No other transaction writes meanwhile, so it copies every
+        frame that no reader still needs, usually all of them, and the
+        transaction that follows starts the log over. The thread has just
+        copied most frames, so the batch waits only for the rest and the
+        syncs. A passive checkpoint never waits for a reader.
+
+        A file over the hard limit calls for the thread's next pass at once.
+        A read that began before a checkpoint (a backup) keeps the log from
+        starting over, so the next call waits until the file has grown by
+        another limit.
+        """
+        if self._wal_restart_due:
+            if self._checkpoint_wal(db):
+                self._wal_restart_due = False
+            return
+        try:
+            size = os.stat(self._wal_path).st_size
+        except FileNotFoundError:
+            return
+        if size <= self._wal_hard_limit:
+            self._wal_retry_size = self._wal_hard_limit
+        elif size > self._wal_retry_size:
+            self._wal_retry_size = size + self._wal_size_limit
+            self._loop.call_soon_threadsafe(self._checkpoint_due.set)
+
+    def _checkpoint_wal(self, db: sqlite3.Connection) -> bool:
+        """Run a passive checkpoint; return False when another one was running."""
+        try:
+            busy = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[0]
+        except sqlite3.Error as error:
+            # The batch can still be written, and the next pass requests again.
+            logger.error("checkpointing the WAL before a batch failed: %s", error)
+            return True
+        return not busy
 
     def _write_one(
         self, db: sqlite3.Connection, pending: _PendingMessage, created_at: str
@@ -2479,13 +2594,14 @@ def _run_transaction(
     return result
 
 
-def _connect_writer(path: Path) -> sqlite3.Connection:
+def _connect_writer(path: Path, wal_size_limit: int) -> sqlite3.Connection:
     """Open a connection for a thread of the store, with the store's pragmas."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
     db.execute("PRAGMA wal_autocheckpoint = 0")
     return db
 

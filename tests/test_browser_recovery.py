@@ -5,10 +5,7 @@ once."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.relayserver import RelayServer
@@ -16,19 +13,6 @@ from tests.test_end_to_end import open_chat, sign_in
 
 # chat.js waits at most 15 s between reconnection attempts.
 RECONNECT_TIMEOUT_MS = 40_000
-
-
-@pytest.fixture
-def long_grace_relay(tmp_path: Path) -> Iterator[RelayServer]:
-    """A relay whose grace periods outlast a restart."""
-    server = RelayServer(
-        tmp_path, visitor_grace_seconds="120", volunteer_grace_seconds="120"
-    )
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_browser_chat_survives_kill9(
