@@ -743,6 +743,22 @@ def _resource_context(conversation_id: str, seq: int) -> str:
     return f"resource:{conversation_id}:{seq}"
 
 
+async def _connect(path: Path, wal_size_limit: int) -> aiosqlite.Connection:
+    """Open an aiosqlite connection to ``path`` with the store's settings."""
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except sqlite3.Error as error:
+        raise StoreError(f"Cannot open the database {path}: {error}") from error
+    db.row_factory = sqlite3.Row
+    try:
+        for pragma in _pragmas(wal_size_limit):
+            await db.execute_fetchall(pragma)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 class Store:
     """One SQLite database file, opened with ``await Store.open(path)``.
 
@@ -758,7 +774,13 @@ class Store:
         wal_size_limit: int,
         checkpoint_seconds: float,
     ) -> None:
+        # Reads only, because write transactions have a connection of their
+        # own. A transaction begun where another coroutine's read is still open
+        # (between its execute and its fetch) starts from that read's snapshot.
+        # If the group commit has written since, SQLite raises "database is
+        # locked" at once, without waiting.
         self._db = db
+        self._tx_db: aiosqlite.Connection | None = None
         self._path = path
         self._cipher = cipher
         self._wal_path = path.with_name(path.name + "-wal")
@@ -808,20 +830,14 @@ class Store:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        try:
-            db = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as error:
-            raise StoreError(f"Cannot open the database {path}: {error}") from error
-        db.row_factory = sqlite3.Row
+        db = await _connect(path, wal_size_limit)
         store = cls(db, path, cipher, wal_size_limit, checkpoint_seconds)
         try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
-            await db.execute("PRAGMA foreign_keys = ON")
-            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
+            # Fetched, so that the statement ends. Left open, it would keep a
+            # read transaction open on the connection.
+            await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            store._tx_db = await _connect(path, wal_size_limit)
             await store._migrate()
-            await db.execute("PRAGMA wal_autocheckpoint = 0")
             async with db.execute("PRAGMA page_size") as cursor:
                 row = await cursor.fetchone()
             if row is not None:
@@ -834,6 +850,8 @@ class Store:
                 store._checkpointer, _connect_writer, path, wal_size_limit
             )
         except BaseException:
+            if store._tx_db is not None:
+                await store._tx_db.close()
             await db.close()
             store._writer.shutdown(wait=False)
             store._checkpointer.shutdown(wait=False)
@@ -896,6 +914,9 @@ class Store:
             if self._writer_db is not None:
                 await loop.run_in_executor(self._writer, self._writer_db.close)
             self._writer.shutdown(wait=True)
+            if self._tx_db is not None:
+                await self._tx_db.close()
+                self._tx_db = None
             # The last connection to close checkpoints the WAL into the file.
             await self._db.close()
 
@@ -917,18 +938,21 @@ class Store:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[_Tx]:
         async with self._write_lock:
+            db = self._tx_db
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
+                if db is None:
+                    raise sqlite3.OperationalError("the store is closed")
+                await db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as error:
                 raise StoreError(f"Cannot start a transaction: {error}") from error
             try:
-                yield _Tx(self._db)
-                await self._db.execute("COMMIT")
+                yield _Tx(db)
+                await db.execute("COMMIT")
             except BaseException as error:
                 # SQLite has already rolled back after some errors (disk full).
-                if self._db.in_transaction:
+                if db.in_transaction:
                     try:
-                        await self._db.execute("ROLLBACK")
+                        await db.execute("ROLLBACK")
                     except sqlite3.Error:
                         logger.exception("rollback failed")
                 if isinstance(error, sqlite3.Error):
@@ -2598,12 +2622,21 @@ def _connect_writer(path: Path, wal_size_limit: int) -> sqlite3.Connection:
     """Open a connection for a thread of the store, with the store's pragmas."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute(f"PRAGMA journal_size_limit = {wal_size_limit}")
-    db.execute("PRAGMA wal_autocheckpoint = 0")
+    for pragma in _pragmas(wal_size_limit):
+        db.execute(pragma)
     return db
+
+
+def _pragmas(wal_size_limit: int) -> tuple[str, ...]:
+    """Return the settings every connection of the store makes first."""
+    return (
+        "PRAGMA synchronous = NORMAL",
+        "PRAGMA foreign_keys = ON",
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        f"PRAGMA journal_size_limit = {wal_size_limit}",
+        # The store's checkpoint thread checkpoints, so no commit waits for one.
+        "PRAGMA wal_autocheckpoint = 0",
+    )
 
 
 class _Tx:
