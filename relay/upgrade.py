@@ -1,7 +1,7 @@
 """uvicorn's protocol classes for ``vso serve``, with frames sent right behind a
 WebSocket handshake request kept and processed once the handshake completes.
 
-RFC 6455 (section 4.1) tells a client to wait for the 101 response before it sends
+RFC 6455 (section 4.1) requires a client to wait for the 101 response before it sends
 anything more, but a buggy or hostile client may send its first frames in the same
 TCP segment as the upgrade request. Reading them once the handshake is done loses
 nothing. uvicorn 0.55 mishandles them in two ways:
