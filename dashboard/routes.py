@@ -50,6 +50,10 @@ logger = logging.getLogger("dashboard")
 # How often an open dashboard socket checks that its session is still valid,
 # and marks it used, when the volunteer acts.
 SESSION_CHECK_SECONDS = 60.0
+# A short idle time makes the checks more frequent. The first check may wait
+# two intervals and the store writes the last use up to a tenth of the idle
+# time late, so four checks per idle time keep a session in use live.
+SESSION_CHECKS_PER_IDLE = 4
 
 
 async def dashboard_page(request: Request) -> Response:
@@ -192,11 +196,15 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     # The cookie cannot change while the socket is open, so its signature is
     # checked once here and only its age on each frame.
     session_expires_at = services.signer.session_expires_at(cookie)
+    check_interval = min(
+        SESSION_CHECK_SECONDS,
+        services.settings.session_idle_seconds / SESSION_CHECKS_PER_IDLE,
+    )
     # The handshake has just checked the session, so the socket's first check
-    # comes one to two minutes later. Sockets opened together (after a
-    # restart, say) thus spread their checks over a minute instead of all
+    # comes one to two intervals later. Sockets opened together (after a
+    # restart, say) thus spread their checks over an interval instead of all
     # reading the database in the same second.
-    session_checked_at = time.monotonic() + random.uniform(0, SESSION_CHECK_SECONDS)
+    session_checked_at = time.monotonic() + random.uniform(0, check_interval)
 
     async def handle(text: str) -> None:
         nonlocal session_checked_at
@@ -210,7 +218,7 @@ async def dashboard_socket(websocket: WebSocket) -> None:
         now = time.monotonic()
         if (
             not isinstance(frame, protocol.Ping)
-            and now - session_checked_at >= SESSION_CHECK_SECONDS
+            and now - session_checked_at >= check_interval
         ):
             session_checked_at = now
             if (await signed_in_volunteer(websocket))[0] is None:

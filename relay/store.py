@@ -964,19 +964,16 @@ class Store:
     async def _fetchone(
         self, sql: str, params: tuple[Any, ...] = ()
     ) -> sqlite3.Row | None:
-        try:
-            async with self._db.execute(sql, params) as cursor:
-                row: sqlite3.Row | None = await cursor.fetchone()
-                return row
-        except sqlite3.Error as error:
-            raise StoreError(f"The database read failed: {error}") from error
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def _fetchall(
         self, sql: str, params: tuple[Any, ...] = ()
     ) -> list[sqlite3.Row]:
+        # One call runs the statement to its end. A read started meanwhile would
+        # share its snapshot and miss later commits, even the reader's own.
         try:
-            async with self._db.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._db.execute_fetchall(sql, params))
         except sqlite3.Error as error:
             raise StoreError(f"The database read failed: {error}") from error
 

@@ -17,6 +17,10 @@ nothing. uvicorn 0.55 mishandles them in two ways:
   ``data_received``. The event loop logs that at ERROR with a traceback, so any
   client can add ERROR lines to the log.
 
+uvicorn also logs a text message that is not valid UTF-8 at ERROR with a traceback
+before it closes the socket with 1007, so ``WebSocketProtocol`` checks the text
+first and closes the socket itself, logging one INFO line.
+
 ``HttpProtocol`` hands the pipelined bytes on. ``WebSocketProtocol`` keeps them and
 stops reading until the application has accepted the socket, then parses them once
 the 101 response has been written. Early frames are then handled like any others:
@@ -33,6 +37,7 @@ with uvicorn's own classes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 import httptools
@@ -40,7 +45,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import (
     WebSocketsSansIOProtocol,
 )
+from websockets.frames import CloseCode
 from websockets.http11 import Request
+
+logger = logging.getLogger("relay.upgrade")
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -107,3 +115,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # reading itself and resumes it once the application has taken them.
         if not self.read_paused and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn logs a text message that is not UTF-8 at ERROR with a
+        # traceback, so any client could fill the log. It is rejected here first.
+        if self.curr_msg_data_type == "text" and not self.close_sent:
+            try:
+                b"".join(self.frames).decode()
+            except UnicodeDecodeError as error:
+                self.frames = []
+                logger.info("WebSocket text message rejected: %s", error.reason)
+                self.conn.send_close(CloseCode.INVALID_DATA)
+                self.handle_parser_exception()
+                return
+        super().send_receive_event_to_app()

@@ -17,6 +17,9 @@ CONVERSATIONS = 20
 MESSAGES_EACH = 100
 SESSIONS = 200
 CHECKS_EACH = 40
+VOLUNTEERS = 200
+READERS = 4
+SWITCHES = 300
 
 
 @pytest.fixture
@@ -77,3 +80,39 @@ async def test_session_writes_during_commits(tmp_path: Path) -> None:
     for seqs in sent:
         assert seqs == list(range(1, MESSAGES_EACH + 1))
     assert checked == [CHECKS_EACH] * SESSIONS
+
+
+async def test_read_after_commit_current(tmp_path: Path) -> None:
+    """A read after a committed write finds it while other reads are open."""
+    store = await Store.open(
+        tmp_path / "db.sqlite3", DataCipher.from_text(new_key_text())
+    )
+    stopped = asyncio.Event()
+
+    async def read_until_stopped() -> None:
+        # A list long enough that its read is still open while others start.
+        while not stopped.is_set():
+            await store.list_volunteers()
+
+    try:
+        volunteers = [
+            await store.add_volunteer(f"v{number}", f"V{number}", "hash", 2)
+            for number in range(VOLUNTEERS)
+        ]
+        volunteer_id = volunteers[0].id
+        readers = [asyncio.create_task(read_until_stopped()) for _ in range(READERS)]
+        stale = []
+        try:
+            for switch in range(SWITCHES):
+                available = switch % 2 == 0
+                await store.set_volunteer_available(volunteer_id, available)
+                listed = await store.list_available_volunteers()
+                if (volunteer_id in {v.id for v in listed}) != available:
+                    stale.append(switch)
+        finally:
+            stopped.set()
+            await asyncio.gather(*readers)
+    finally:
+        await store.close()
+
+    assert stale == []
