@@ -776,11 +776,10 @@ class Store:
         wal_size_limit: int,
         checkpoint_seconds: float,
     ) -> None:
-        # Reads only, because write transactions have a connection of their
-        # own. A transaction begun where another coroutine's read is still open
-        # (between its execute and its fetch) starts from that read's snapshot.
-        # If the group commit has written since, SQLite raises "database is
-        # locked" at once, without waiting.
+        # Reads only. Write transactions have a connection of their own, so no
+        # read sees a transaction in progress and no transaction starts from a
+        # read's snapshot. SQLite raises "database is locked" at once, without
+        # waiting, when that snapshot is older than the group commit's writes.
         self._db = db
         self._tx_db: aiosqlite.Connection | None = None
         self._path = path
@@ -1089,8 +1088,8 @@ class Store:
 
         With ``idle_seconds``, a session last seen longer ago counts as expired
         and is deleted. A live one is marked seen now unless that was done
-        recently: a dashboard checks its session on every page and every minute
-        on each socket, and most checks then need no write.
+        recently: a dashboard checks its session on every page and at least
+        once a minute on each socket, and most checks then need no write.
         """
         row = await self._fetchone(
             "SELECT volunteers.*, sessions.last_seen_at AS session_seen_at"
@@ -1636,7 +1635,8 @@ class Store:
         frame that no reader still needs, usually all of them, and the
         transaction that follows starts the log over. The thread has just
         copied most frames, so the batch waits only for the rest and the
-        syncs. A passive checkpoint never waits for a reader.
+        syncs. SQLite's documentation says a passive checkpoint never waits
+        for a reader or writer.
 
         A file over the hard limit calls for the thread's next pass at once.
         A read that began before a checkpoint (a backup) keeps the log from
